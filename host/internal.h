@@ -1,0 +1,248 @@
+/* Internal declarations shared by the host layer. Not installed. */
+#ifndef VKLA_INTERNAL_H_
+#define VKLA_INTERNAL_H_
+
+#ifndef VK_NO_PROTOTYPES
+#define VK_NO_PROTOTYPES
+#endif
+#include <volk.h>
+
+#include "vkla.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+/* Instance-level functions, loaded per context from its vkGetInstanceProcAddr. */
+typedef struct vkla_instance_fns {
+    PFN_vkGetInstanceProcAddr GetInstanceProcAddr;
+    PFN_vkCreateInstance CreateInstance;
+    PFN_vkEnumerateInstanceVersion EnumerateInstanceVersion;
+    PFN_vkEnumerateInstanceLayerProperties EnumerateInstanceLayerProperties;
+    PFN_vkEnumerateInstanceExtensionProperties EnumerateInstanceExtensionProperties;
+    PFN_vkDestroyInstance DestroyInstance;
+    PFN_vkEnumeratePhysicalDevices EnumeratePhysicalDevices;
+    PFN_vkGetPhysicalDeviceProperties GetPhysicalDeviceProperties;
+    PFN_vkGetPhysicalDeviceProperties2 GetPhysicalDeviceProperties2;
+    PFN_vkGetPhysicalDeviceFeatures2 GetPhysicalDeviceFeatures2;
+    PFN_vkGetPhysicalDeviceMemoryProperties GetPhysicalDeviceMemoryProperties;
+    PFN_vkGetPhysicalDeviceQueueFamilyProperties GetPhysicalDeviceQueueFamilyProperties;
+    PFN_vkEnumerateDeviceExtensionProperties EnumerateDeviceExtensionProperties;
+    PFN_vkCreateDevice CreateDevice;
+    PFN_vkGetDeviceProcAddr GetDeviceProcAddr;
+    PFN_vkCreateDebugUtilsMessengerEXT CreateDebugUtilsMessengerEXT;
+    PFN_vkDestroyDebugUtilsMessengerEXT DestroyDebugUtilsMessengerEXT;
+} vkla_instance_fns;
+
+/* Loads the global-level entry points (instance == NULL) or the instance ones. */
+void vkla__load_instance_fns(vkla_instance_fns *f, PFN_vkGetInstanceProcAddr gipa,
+                             VkInstance instance);
+/* Fills a volk device table with this context's own vkGetDeviceProcAddr (no volk globals). */
+void vkla__load_device_table(struct VolkDeviceTable *t, PFN_vkGetDeviceProcAddr gdpa,
+                             VkDevice device);
+
+/* Capabilities probed once per context. */
+typedef struct vkla_caps {
+    VkPhysicalDeviceProperties props;
+    VkPhysicalDeviceMemoryProperties mem;
+    uint32_t subgroup_size, subgroup_min, subgroup_max;
+    bool subgroup_arith, subgroup_shuffle, subgroup_clustered;
+    bool size_control;          /* requiredSubgroupSize usable for compute */
+    bool storage16;             /* storageBuffer16BitAccess enabled */
+    bool float16, int8;
+    bool push_descriptor;
+    bool host_query_reset;
+    bool bf16_arith, coopmat;
+    uint32_t api_version;
+    char driver_name[256], driver_info[256];
+} vkla_caps;
+
+/* Kernel variants chosen from the caps (env overrides force a path). */
+typedef struct vkla_variants {
+    bool subgroup;         /* reductions with subgroup ops instead of shared memory */
+    uint32_t ks;           /* threads that split K in the recurrent kernels */
+} vkla_variants;
+
+typedef struct vkla_pipeline {
+    char name[64];
+    uint32_t spec[16];
+    uint32_t nspec;
+    uint32_t nbindings;
+    uint32_t required_subgroup;   /* 0 = any */
+    VkPipeline pipeline;
+    VkPipelineLayout layout;      /* borrowed from the context's layout cache */
+    struct vkla_pipeline *next;
+} vkla_pipeline;
+
+#define VKLA_PUSH_BYTES 128
+#define VKLA_MAX_BINDINGS 16
+
+struct vkla_buffer {
+    VkBuffer buffer;
+    VkDeviceMemory memory;   /* VK_NULL_HANDLE for wrapped buffers */
+    uint64_t base;           /* offset of vkla's part inside the VkBuffer */
+    uint64_t size;
+    void *mapped;            /* host pointer when host-visible */
+    bool owned;
+    bool coherent;
+};
+
+struct vkla_context {
+    char err[1024];
+    vkla_message_fn msg_fn;
+    void *msg_user;
+    bool external;
+    void *loader;            /* dlopen handle (standalone) */
+    vkla_instance_fns vki;
+    struct VolkDeviceTable vk;
+    VkInstance instance;
+    VkPhysicalDevice phys;
+    VkDevice device;
+    uint32_t qfam;
+    VkQueue queue;
+    VkDebugUtilsMessengerEXT messenger;
+    uint32_t validation_count;
+    vkla_caps caps;
+    vkla_variants var;
+
+    VkCommandPool pool;      /* for run/upload; never used by the record path */
+    VkCommandBuffer cmd;
+    VkFence fence;
+    VkPipelineCache cache;
+    vkla_pipeline *pipelines;
+    VkDescriptorSetLayout set_layouts[VKLA_MAX_BINDINGS + 1];
+    VkPipelineLayout layouts[VKLA_MAX_BINDINGS + 1];
+
+    vkla_buffer *dummy;      /* bound to absent optional tensors */
+    vkla_buffer *scratch;    /* run-mode scratch, grown on demand */
+    vkla_buffer *staging;    /* upload/download when device memory is not mappable */
+    VkQueryPool timestamps;
+    uint32_t timestamp_count;
+};
+
+/* Errors: set the context message and return the code. ctx may be NULL. */
+vkla_result vkla__fail(vkla_context *ctx, vkla_result r, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+vkla_result vkla__vkfail(vkla_context *ctx, VkResult vr, const char *what);
+void vkla__log(vkla_context *ctx, vkla_message_severity sev, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+const char *vkla__getenv(const char *name);
+
+/* Memory */
+vkla_result vkla__buffer_alloc(vkla_context *ctx, uint64_t size, bool host_visible,
+                               vkla_buffer **out);
+vkla_result vkla__ensure_scratch(vkla_context *ctx, uint64_t size);
+
+/* Pipelines */
+typedef struct vkla_spirv {
+    const char *name;
+    const uint32_t *code;
+    const size_t *size;
+} vkla_spirv;
+const vkla_spirv *vkla__find_spirv(const char *name);
+vkla_result vkla__get_pipeline(vkla_context *ctx, const char *name, const uint32_t *spec,
+                               uint32_t nspec, uint32_t nbindings, uint32_t required_subgroup,
+                               vkla_pipeline **out);
+void vkla__destroy_pipelines(vkla_context *ctx);
+
+/* Commands */
+vkla_result vkla__begin_run(vkla_context *ctx, VkCommandBuffer *cmd);
+vkla_result vkla__submit_wait(vkla_context *ctx);
+void vkla__barrier(vkla_context *ctx, VkCommandBuffer cmd, VkPipelineStageFlags src,
+                   VkAccessFlags src_access, VkPipelineStageFlags dst, VkAccessFlags dst_access);
+void vkla__compute_barrier(vkla_context *ctx, VkCommandBuffer cmd);
+vkla_result vkla__update_buffer(vkla_context *ctx, VkCommandBuffer cmd, vkla_buffer *buf,
+                                uint64_t offset, const void *data, uint64_t size);
+
+/* ------------------------------------------------------------------------------------------
+ * Tensors, sequences and split dispatches (host/dispatch.c)
+ * ---------------------------------------------------------------------------------------- */
+
+/* How a tensor or scratch region's index space maps onto (sequence, head) work. */
+typedef enum vkla_row_mode {
+    VKLA_ROWS_TOKENS = 0,  /* [B,T,H,X]: rows of the sequences (batch or varlen tokens) */
+    VKLA_ROWS_SEQS = 1,    /* [N,H,X]:   one row per sequence (states) */
+    VKLA_ROWS_CHUNKS = 2,  /* [H,C,X]:   head-major, one row per chunk (scratch) */
+    VKLA_ROWS_NONE = 3,    /* [H,X]:     per-head constants, or a whole small region */
+    VKLA_ROWS_WHOLE = 4    /* bind the whole region as is (tables) */
+} vkla_row_mode;
+
+typedef struct vkla_bind {
+    vkla_buffer *buf;      /* NULL = absent (the dummy buffer is bound) */
+    uint64_t offset;       /* bytes from the start of buf */
+    uint32_t esize;        /* element size */
+    vkla_row_mode mode;
+    uint64_t sb, st, sh;   /* element strides of rows (b or seq or chunk), tokens, heads */
+    uint64_t inner;        /* elements per row-head (X) */
+    uint64_t whole_bytes;  /* VKLA_ROWS_WHOLE */
+} vkla_bind;
+
+/* The sequences of one op call. */
+typedef struct vkla_seqs {
+    uint32_t n;            /* number of sequences */
+    uint32_t B, T;         /* tensor dims */
+    const int32_t *cu;     /* varlen offsets (host), or NULL */
+    uint32_t chunk;        /* chunk size, 0 when the form does not chunk */
+    uint64_t nchunks;      /* total chunks */
+    uint32_t *chunk_off;   /* n+1 prefix of chunks per sequence (allocated) */
+} vkla_seqs;
+
+vkla_result vkla__seqs_init(vkla_context *ctx, vkla_seqs *s, uint32_t B, uint32_t T,
+                            const int32_t *cu, uint32_t num_seqs, uint32_t chunk);
+void vkla__seqs_free(vkla_seqs *s);
+uint32_t vkla__seq_len(const vkla_seqs *s, uint32_t i);
+
+/* One piece of a split dispatch: sequences [s0,s1) and heads [h0,h1). */
+typedef struct vkla_split {
+    uint32_t s0, s1, h0, h1;
+} vkla_split;
+
+/* A kernel launch over a split: grid x, and y = heads, z = seqs or chunks of the split. */
+typedef enum vkla_grid_z { VKLA_GRID_SEQS = 0, VKLA_GRID_CHUNKS = 1 } vkla_grid_z;
+
+typedef struct vkla_launch {
+    vkla_pipeline *pipe;
+    uint32_t nbind;
+    const vkla_bind *binds;
+    uint32_t grid_x;
+    vkla_grid_z grid_z;
+    /* Push constants: the first words are filled by the op (params); the launcher writes the
+     * split words (h_begin, s_begin, c_begin) and the per-binding element bases. */
+    uint32_t push[VKLA_PUSH_BYTES / 4];
+    uint32_t push_words;
+    int base_word[VKLA_MAX_BINDINGS]; /* where binding i's base goes, -1 = nowhere */
+    int split_word;                   /* h_begin, s_begin, c_begin at split_word..+2 */
+} vkla_launch;
+
+/* Find splits so every binding window fits maxStorageBufferRange. */
+vkla_result vkla__plan_splits(vkla_context *ctx, const vkla_seqs *s, uint32_t H,
+                              const vkla_bind *binds, uint32_t nbind, vkla_split **out,
+                              uint32_t *count);
+vkla_result vkla__launch(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs *s,
+                         const vkla_split *sp, const vkla_launch *l);
+
+/* Checks a tensor view against an expected shape and dtype set, and its buffer bounds.
+ * name is used in messages ("q"). want[i] == 0 means "any". */
+vkla_result vkla__check_tensor(vkla_context *ctx, const char *op, const char *name,
+                               const vkla_tensor *t, uint32_t ndim, const uint64_t *want,
+                               uint32_t dtype_mask);
+void vkla__tensor_strides(const vkla_tensor *t, uint64_t *strides);
+/* A vkla_bind for a [B,T,H,X] or [N,H,X] style tensor. */
+vkla_bind vkla__bind_tensor(const vkla_tensor *t, vkla_row_mode mode);
+vkla_bind vkla__bind_region(vkla_buffer *buf, uint64_t offset, uint32_t esize,
+                            vkla_row_mode mode, uint64_t sb, uint64_t sh, uint64_t inner,
+                            uint64_t whole_bytes);
+
+uint64_t vkla__align_up(uint64_t x, uint64_t a);
+
+/* GPU timing of an op's own dispatches: records warmup+reps copies with timestamps. */
+typedef vkla_result (*vkla_record_fn)(vkla_context *ctx, VkCommandBuffer cmd, const void *args);
+vkla_result vkla__bench(vkla_context *ctx, vkla_record_fn rec, const void *args,
+                        uint32_t warmup, uint32_t reps, double *times_us);
+
+#endif

@@ -1,0 +1,447 @@
+/* Causal linear attention (SPEC section 1): argument checks, scratch layout, and the recurrent
+ * and chunk forms. Kernels: shaders/linear_attn/. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OP "linear_attn"
+
+enum {
+    F_G = 1, F_GAMMA = 2, F_GK = 4, F_NORM = 8, F_H0 = 16, F_HT = 32, F_VARLEN = 64,
+    F_Z0 = 128, F_ZT = 256
+};
+
+/* binding slots, in shader order */
+enum { B_Q, B_K, B_V, B_O, B_G, B_GAMMA, B_GK, B_H0, B_HT, B_Z0, B_ZT, B_SEQ, B_CHUNK,
+       B_STATE, B_DECAY, B_COUNT };
+/* push constant words */
+enum { W_T = 0, W_SPLIT = 1, W_STRIDES = 8, W_SCALE = 29, W_EPS = 30, W_NCHUNKS = 31,
+       W_COUNT = 32 };
+static const int base_words[B_COUNT] = {4, 5, 6, 7, 20, 21, 22, 23, 24, 25, 26, -1, -1, 27, 28};
+
+#define MAX_DIM 256u
+#define FLOAT_DTYPES ((1u << VKLA_DTYPE_F32) | (1u << VKLA_DTYPE_F16) | (1u << VKLA_DTYPE_BF16))
+#define F32_ONLY (1u << VKLA_DTYPE_F32)
+
+typedef struct plan {
+    vkla_form form;
+    uint32_t B, T, H, K, V, N, C, VP, KD;
+    uint32_t flags;
+    vkla_dtype dtype;
+    float scale, eps;
+    vkla_seqs seqs;
+    uint64_t off_seq, off_chunk, off_state, off_decay, scratch_bytes;
+} plan;
+
+static bool contiguous(const vkla_tensor *t)
+{
+    uint64_t packed = 1;
+    for (int i = (int)t->ndim - 1; i >= 0; i--) {
+        if (t->strides[i] && t->strides[i] != packed)
+            return false;
+        packed *= t->shape[i];
+    }
+    return true;
+}
+
+static vkla_result check_opt(vkla_context *ctx, const char *name, const vkla_tensor *t,
+                             uint32_t ndim, const uint64_t *shape, uint32_t flag, uint32_t *flags)
+{
+    if (!t->buffer)
+        return VKLA_SUCCESS;
+    vkla_result r = vkla__check_tensor(ctx, OP, name, t, ndim, shape, F32_ONLY);
+    if (r != VKLA_SUCCESS)
+        return r;
+    if (!contiguous(t))
+        return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": %s must be contiguous", name);
+    *flags |= flag;
+    return VKLA_SUCCESS;
+}
+
+static vkla_result make_plan(vkla_context *ctx, const vkla_linear_attn_args *a, plan *p)
+{
+    memset(p, 0, sizeof(*p));
+    if (!ctx)
+        return VKLA_ERROR_NULL_POINTER;
+    if (!a)
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": args is NULL");
+    p->form = a->form == VKLA_FORM_DEFAULT ? VKLA_FORM_CHUNK : a->form;
+    if (p->form != VKLA_FORM_CHUNK && p->form != VKLA_FORM_RECURRENT)
+        return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": form %d is not chunk or recurrent",
+                          (int)a->form);
+    const vkla_tensor *q = &a->q;
+    if (!q->buffer)
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": tensor q is missing (buffer NULL)");
+    if (q->ndim != 4)
+        return vkla__fail(ctx, VKLA_ERROR_SHAPE_MISMATCH, OP ": q must be [B,T,H,K] (got %u dims)", q->ndim);
+    vkla_result r = vkla__check_tensor(ctx, OP, "q", q, 4, q->shape, FLOAT_DTYPES);
+    if (r != VKLA_SUCCESS)
+        return r;
+    if (!a->v.buffer)
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": tensor v is missing (buffer NULL)");
+    if (a->v.ndim != 4)
+        return vkla__fail(ctx, VKLA_ERROR_SHAPE_MISMATCH, OP ": v must be [B,T,H,V] (got %u dims)", a->v.ndim);
+    if (q->shape[0] > UINT32_MAX || q->shape[1] > UINT32_MAX || q->shape[2] > 65535)
+        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED, OP ": B, T or H too large");
+    p->B = (uint32_t)q->shape[0];
+    p->T = (uint32_t)q->shape[1];
+    p->H = (uint32_t)q->shape[2];
+    uint64_t K = q->shape[3], V = a->v.shape[3];
+    if (K > MAX_DIM || V > MAX_DIM)
+        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
+                          OP ": K = %llu, V = %llu; the maximum is %u", (unsigned long long)K,
+                          (unsigned long long)V, MAX_DIM);
+    p->K = (uint32_t)K;
+    p->V = (uint32_t)V;
+    p->dtype = q->dtype;
+    uint32_t dmask = 1u << q->dtype;
+    uint64_t sk[4] = {p->B, p->T, p->H, K}, sv[4] = {p->B, p->T, p->H, V};
+    if ((r = vkla__check_tensor(ctx, OP, "k", &a->k, 4, sk, FLOAT_DTYPES)) != VKLA_SUCCESS)
+        return r;
+    if ((r = vkla__check_tensor(ctx, OP, "v", &a->v, 4, sv, FLOAT_DTYPES)) != VKLA_SUCCESS)
+        return r;
+    if ((r = vkla__check_tensor(ctx, OP, "o", &a->o, 4, sv, FLOAT_DTYPES)) != VKLA_SUCCESS)
+        return r;
+    if (!(dmask & (1u << a->k.dtype)) || !(dmask & (1u << a->v.dtype)) || !(dmask & (1u << a->o.dtype)))
+        return vkla__fail(ctx, VKLA_ERROR_DTYPE_MISMATCH,
+                          OP ": q, k, v and o must share one dtype (q %s, k %s, v %s, o %s)",
+                          vkla_dtype_name(q->dtype), vkla_dtype_name(a->k.dtype),
+                          vkla_dtype_name(a->v.dtype), vkla_dtype_name(a->o.dtype));
+    if (p->dtype != VKLA_DTYPE_F32 && !ctx->caps.storage16)
+        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
+                          OP ": %s tensors need storageBuffer16BitAccess, which this device/context lacks",
+                          vkla_dtype_name(p->dtype));
+
+    r = vkla__seqs_init(ctx, &p->seqs, p->B, p->T, a->cu_seqlens, a->num_seqs, 0);
+    if (r != VKLA_SUCCESS)
+        return r;
+    p->N = p->seqs.n;
+    if (a->cu_seqlens)
+        p->flags |= F_VARLEN;
+
+    uint64_t sg[3] = {p->B, p->T, p->H}, sgam[1] = {p->H}, sgk[4] = {p->B, p->T, p->H, K};
+    uint64_t sh[4] = {p->N, p->H, K, V}, sz[3] = {p->N, p->H, K};
+    if ((r = check_opt(ctx, "g", &a->g, 3, sg, F_G, &p->flags)) != VKLA_SUCCESS ||
+        (r = check_opt(ctx, "g_gamma", &a->g_gamma, 1, sgam, F_GAMMA, &p->flags)) != VKLA_SUCCESS ||
+        (r = check_opt(ctx, "gk", &a->gk, 4, sgk, F_GK, &p->flags)) != VKLA_SUCCESS ||
+        (r = check_opt(ctx, "h0", &a->h0, 4, sh, F_H0, &p->flags)) != VKLA_SUCCESS ||
+        (r = check_opt(ctx, "ht", &a->ht, 4, sh, F_HT, &p->flags)) != VKLA_SUCCESS ||
+        (r = check_opt(ctx, "z0", &a->z0, 3, sz, F_Z0, &p->flags)) != VKLA_SUCCESS ||
+        (r = check_opt(ctx, "zt", &a->zt, 3, sz, F_ZT, &p->flags)) != VKLA_SUCCESS)
+        goto fail;
+    if (a->normalize)
+        p->flags |= F_NORM;
+    else if (p->flags & (F_Z0 | F_ZT)) {
+        r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": z0/zt are only used with normalize");
+        goto fail;
+    }
+    p->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)p->K);
+    p->eps = a->eps != 0.0f ? a->eps : 1e-6f;
+    if (!isfinite(p->scale) || !isfinite(p->eps) || p->eps < 0) {
+        r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": scale and eps must be finite (eps >= 0)");
+        goto fail;
+    }
+    p->C = a->chunk_size ? a->chunk_size : 64;
+    if (p->C != 16 && p->C != 32 && p->C != 64) {
+        r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": chunk_size %u is not 16, 32 or 64",
+                       a->chunk_size);
+        goto fail;
+    }
+    p->VP = p->V + ((p->flags & F_NORM) ? 1 : 0);
+    p->KD = (p->flags & F_GK) ? p->K : 1;
+
+    /* scratch layout */
+    uint64_t al = vkla__align_up(ctx->caps.props.limits.minStorageBufferOffsetAlignment, 256);
+    uint64_t off = 0;
+    if (p->form == VKLA_FORM_CHUNK) {
+        vkla__seqs_free(&p->seqs);
+        r = vkla__seqs_init(ctx, &p->seqs, p->B, p->T, a->cu_seqlens, a->num_seqs, p->C);
+        if (r != VKLA_SUCCESS)
+            goto fail;
+    }
+    if (p->flags & F_VARLEN) {
+        p->off_seq = off;
+        off = vkla__align_up(off + (uint64_t)p->N * 16, al);
+        if (p->form == VKLA_FORM_CHUNK) {
+            p->off_chunk = off;
+            off = vkla__align_up(off + p->seqs.nchunks * 8, al);
+        }
+    }
+    if (p->form == VKLA_FORM_CHUNK) {
+        p->off_state = off;
+        off = vkla__align_up(off + (uint64_t)p->H * p->seqs.nchunks * p->K * p->VP * 4, al);
+        p->off_decay = off;
+        off = vkla__align_up(off + (uint64_t)p->H * p->seqs.nchunks * p->KD * 4, al);
+    }
+    p->scratch_bytes = off;
+    return VKLA_SUCCESS;
+fail:
+    vkla__seqs_free(&p->seqs);
+    return r;
+}
+
+static void fill_push(const plan *p, const vkla_linear_attn_args *a, vkla_launch *l)
+{
+    memset(l->push, 0, sizeof(l->push));
+    l->push[W_T] = p->T;
+    const vkla_tensor *ts[4] = {&a->q, &a->k, &a->v, &a->o};
+    for (int i = 0; i < 4; i++) {
+        uint64_t st[VKLA_MAX_DIMS];
+        vkla__tensor_strides(ts[i], st);
+        for (int d = 0; d < 3; d++)
+            l->push[W_STRIDES + i * 3 + d] = (uint32_t)st[d];
+    }
+    memcpy(&l->push[W_SCALE], &p->scale, 4);
+    memcpy(&l->push[W_EPS], &p->eps, 4);
+    l->push[W_NCHUNKS] = (uint32_t)p->seqs.nchunks;
+    l->push_words = W_COUNT;
+    for (int i = 0; i < B_COUNT; i++)
+        l->base_word[i] = base_words[i];
+    l->split_word = W_SPLIT;
+}
+
+static const char *dtype_suffix(vkla_dtype d)
+{
+    return d == VKLA_DTYPE_F16 ? "f16" : d == VKLA_DTYPE_BF16 ? "bf16" : "f32";
+}
+
+static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_linear_attn_args *a,
+                          bool run_mode)
+{
+    plan p;
+    vkla_result r = make_plan(ctx, a, &p);
+    if (r != VKLA_SUCCESS)
+        return r;
+    vkla_split *splits = NULL;
+    uint32_t nsplit = 0;
+    vkla_buffer *scr = a->scratch;
+    uint64_t soff = a->scratch_offset;
+    if (p.scratch_bytes) {
+        if (!scr) {
+            if (!run_mode) {
+                r = vkla__fail(ctx, VKLA_ERROR_NULL_POINTER,
+                               OP ": this call needs %llu bytes of scratch; pass args.scratch "
+                               "when recording", (unsigned long long)p.scratch_bytes);
+                goto done;
+            }
+            if ((r = vkla__ensure_scratch(ctx, p.scratch_bytes)) != VKLA_SUCCESS)
+                goto done;
+            scr = ctx->scratch;
+            soff = 0;
+        }
+        uint64_t al = ctx->caps.props.limits.minStorageBufferOffsetAlignment;
+        if (al && soff % al) {
+            r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
+                           OP ": scratch_offset %llu is not a multiple of %llu",
+                           (unsigned long long)soff, (unsigned long long)al);
+            goto done;
+        }
+        if (soff > scr->size || scr->size - soff < p.scratch_bytes) {
+            r = vkla__fail(ctx, VKLA_ERROR_SCRATCH_TOO_SMALL,
+                           OP ": scratch has %llu bytes after the offset, %llu needed",
+                           (unsigned long long)(soff <= scr->size ? scr->size - soff : 0),
+                           (unsigned long long)p.scratch_bytes);
+            goto done;
+        }
+    }
+
+    vkla_bind binds[B_COUNT];
+    memset(binds, 0, sizeof(binds));
+    binds[B_Q] = vkla__bind_tensor(&a->q, VKLA_ROWS_TOKENS);
+    binds[B_K] = vkla__bind_tensor(&a->k, VKLA_ROWS_TOKENS);
+    binds[B_V] = vkla__bind_tensor(&a->v, VKLA_ROWS_TOKENS);
+    binds[B_O] = vkla__bind_tensor(&a->o, VKLA_ROWS_TOKENS);
+    binds[B_G] = vkla__bind_tensor(&a->g, VKLA_ROWS_TOKENS);
+    binds[B_GAMMA] = vkla__bind_tensor(&a->g_gamma, VKLA_ROWS_NONE);
+    binds[B_GK] = vkla__bind_tensor(&a->gk, VKLA_ROWS_TOKENS);
+    binds[B_H0] = vkla__bind_tensor(&a->h0, VKLA_ROWS_SEQS);
+    binds[B_HT] = vkla__bind_tensor(&a->ht, VKLA_ROWS_SEQS);
+    binds[B_Z0] = vkla__bind_tensor(&a->z0, VKLA_ROWS_SEQS);
+    binds[B_ZT] = vkla__bind_tensor(&a->zt, VKLA_ROWS_SEQS);
+    if (p.flags & F_VARLEN) {
+        binds[B_SEQ] = vkla__bind_region(scr, soff + p.off_seq, 16, VKLA_ROWS_WHOLE, 0, 0, 0,
+                                         (uint64_t)p.N * 16);
+        if (p.form == VKLA_FORM_CHUNK)
+            binds[B_CHUNK] = vkla__bind_region(scr, soff + p.off_chunk, 8, VKLA_ROWS_WHOLE, 0, 0,
+                                               0, p.seqs.nchunks * 8);
+    }
+    if (p.form == VKLA_FORM_CHUNK) {
+        uint64_t nc = p.seqs.nchunks;
+        binds[B_STATE] = vkla__bind_region(scr, soff + p.off_state, 4, VKLA_ROWS_CHUNKS,
+                                           (uint64_t)p.K * p.VP, nc * p.K * p.VP,
+                                           (uint64_t)p.K * p.VP, 0);
+        binds[B_DECAY] = vkla__bind_region(scr, soff + p.off_decay, 4, VKLA_ROWS_CHUNKS, p.KD,
+                                           nc * p.KD, p.KD, 0);
+    }
+    if ((r = vkla__plan_splits(ctx, &p.seqs, p.H, binds, B_COUNT, &splits, &nsplit)) != VKLA_SUCCESS)
+        goto done;
+
+    /* order this call's scratch use after earlier vkla work on the same scratch */
+    if (p.scratch_bytes)
+        vkla__barrier(ctx, cmd,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                      VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                          VK_ACCESS_TRANSFER_WRITE_BIT);
+    if (p.flags & F_VARLEN) {
+        /* sequence table (start, length, first chunk) and chunk table (sequence, start) */
+        uint32_t *seqt = calloc((size_t)p.N * 4, sizeof(uint32_t));
+        uint32_t *cht = p.form == VKLA_FORM_CHUNK ? calloc((size_t)p.seqs.nchunks * 2 + 2, sizeof(uint32_t)) : NULL;
+        if (!seqt || (p.form == VKLA_FORM_CHUNK && !cht)) {
+            free(seqt);
+            free(cht);
+            r = vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
+            goto done;
+        }
+        for (uint32_t i = 0; i < p.N; i++) {
+            seqt[4 * i + 0] = (uint32_t)a->cu_seqlens[i];
+            seqt[4 * i + 1] = vkla__seq_len(&p.seqs, i);
+            seqt[4 * i + 2] = p.seqs.chunk_off ? p.seqs.chunk_off[i] : 0;
+            if (cht)
+                for (uint32_t c = p.seqs.chunk_off[i]; c < p.seqs.chunk_off[i + 1]; c++) {
+                    cht[2 * c + 0] = i;
+                    cht[2 * c + 1] = (c - p.seqs.chunk_off[i]) * p.C;
+                }
+        }
+        vkla__update_buffer(ctx, cmd, scr, soff + p.off_seq, seqt, (uint64_t)p.N * 16);
+        if (cht && p.seqs.nchunks)
+            vkla__update_buffer(ctx, cmd, scr, soff + p.off_chunk, cht, p.seqs.nchunks * 8);
+        free(seqt);
+        free(cht);
+        vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+    }
+
+    vkla_launch l;
+    memset(&l, 0, sizeof(l));
+    fill_push(&p, a, &l);
+    l.nbind = B_COUNT;
+    l.binds = binds;
+    char name[64];
+    if (p.form == VKLA_FORM_RECURRENT) {
+        uint32_t ks = ctx->var.ks;
+        uint32_t vt = 128 / ks ? 128 / ks : 1;
+        if (vt > p.V)
+            vt = p.V;
+        if (ctx->var.subgroup && (ks * vt) % ks)
+            vt = 1;
+        uint32_t rows = (p.K + ks - 1) / ks;
+        uint32_t spec[8] = {ks * vt, p.K, p.V, p.H, p.flags, ks, vt, rows};
+        snprintf(name, sizeof(name), "linear_attn/recurrent.%s%s", dtype_suffix(p.dtype),
+                 ctx->var.subgroup ? ".sg" : "");
+        if ((r = vkla__get_pipeline(ctx, name, spec, 8, B_COUNT, ctx->var.subgroup ? ks : 0,
+                                    &l.pipe)) != VKLA_SUCCESS)
+            goto done;
+        l.grid_x = (p.V + vt - 1) / vt;
+        l.grid_z = VKLA_GRID_SEQS;
+        for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++)
+            r = vkla__launch(ctx, cmd, &p.seqs, &splits[i], &l);
+        goto done;
+    }
+
+    /* chunk form: contributions, then the state pass, then the outputs */
+    uint32_t tile = 16, vt = p.V >= 64 ? 64 : (uint32_t)vkla__align_up(p.V, 16);
+    uint32_t spec1[8] = {256, p.K, p.V, p.H, p.flags, p.C, tile, 1};
+    uint32_t spec2[8] = {256, p.K, p.V, p.H, p.flags, p.C, 1, 1};
+    uint32_t spec3[8] = {256, p.K, p.V, p.H, p.flags, p.C, vt, 1};
+    vkla_pipeline *p1, *p2, *p3;
+    snprintf(name, sizeof(name), "linear_attn/chunk_state.%s", dtype_suffix(p.dtype));
+    if ((r = vkla__get_pipeline(ctx, name, spec1, 8, B_COUNT, 0, &p1)) != VKLA_SUCCESS)
+        goto done;
+    if ((r = vkla__get_pipeline(ctx, "linear_attn/chunk_scan.f32", spec2, 8, B_COUNT, 0, &p2)) != VKLA_SUCCESS)
+        goto done;
+    snprintf(name, sizeof(name), "linear_attn/chunk_output.%s", dtype_suffix(p.dtype));
+    if ((r = vkla__get_pipeline(ctx, name, spec3, 8, B_COUNT, 0, &p3)) != VKLA_SUCCESS)
+        goto done;
+
+    l.pipe = p1;
+    l.grid_x = ((p.K + tile - 1) / tile) * ((p.VP + tile - 1) / tile);
+    l.grid_z = VKLA_GRID_CHUNKS;
+    for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++)
+        r = vkla__launch(ctx, cmd, &p.seqs, &splits[i], &l);
+    vkla__compute_barrier(ctx, cmd);
+    l.pipe = p2;
+    l.grid_x = (p.K * p.VP + 255) / 256;
+    l.grid_z = VKLA_GRID_SEQS;
+    for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++)
+        r = vkla__launch(ctx, cmd, &p.seqs, &splits[i], &l);
+    vkla__compute_barrier(ctx, cmd);
+    l.pipe = p3;
+    l.grid_x = (p.V + vt - 1) / vt;
+    l.grid_z = VKLA_GRID_CHUNKS;
+    for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++)
+        r = vkla__launch(ctx, cmd, &p.seqs, &splits[i], &l);
+done:
+    free(splits);
+    vkla__seqs_free(&p.seqs);
+    return r;
+}
+
+vkla_result vkla_linear_attn_record(vkla_context *ctx, VkCommandBuffer cmd,
+                                    const vkla_linear_attn_args *args)
+{
+    if (!ctx)
+        return VKLA_ERROR_NULL_POINTER;
+    if (cmd == VK_NULL_HANDLE)
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": command buffer is VK_NULL_HANDLE");
+    return record(ctx, cmd, args, false);
+}
+
+vkla_result vkla_linear_attn_run(vkla_context *ctx, const vkla_linear_attn_args *args)
+{
+    if (!ctx)
+        return VKLA_ERROR_NULL_POINTER;
+    plan p; /* validate before touching the command buffer */
+    vkla_result r = make_plan(ctx, args, &p);
+    if (r != VKLA_SUCCESS)
+        return r;
+    vkla__seqs_free(&p.seqs);
+    VkCommandBuffer cmd;
+    if ((r = vkla__begin_run(ctx, &cmd)) != VKLA_SUCCESS)
+        return r;
+    r = record(ctx, cmd, args, true);
+    if (r != VKLA_SUCCESS) {
+        ctx->vk.vkEndCommandBuffer(cmd);
+        return r;
+    }
+    return vkla__submit_wait(ctx);
+}
+
+vkla_result vkla_linear_attn_scratch_size(vkla_context *ctx, const vkla_linear_attn_args *args,
+                                          uint64_t *bytes)
+{
+    if (!ctx)
+        return VKLA_ERROR_NULL_POINTER;
+    if (!bytes)
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": bytes is NULL");
+    plan p;
+    vkla_result r = make_plan(ctx, args, &p);
+    if (r != VKLA_SUCCESS)
+        return r;
+    *bytes = p.scratch_bytes;
+    vkla__seqs_free(&p.seqs);
+    return VKLA_SUCCESS;
+}
+
+static vkla_result bench_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args)
+{
+    return record(ctx, cmd, (const vkla_linear_attn_args *)args, true);
+}
+
+vkla_result vkla_linear_attn_bench(vkla_context *ctx, const vkla_linear_attn_args *args,
+                                   uint32_t warmup, uint32_t reps, double *times_us)
+{
+    if (!ctx)
+        return VKLA_ERROR_NULL_POINTER;
+    uint64_t need = 0;
+    vkla_result r = vkla_linear_attn_scratch_size(ctx, args, &need);
+    if (r != VKLA_SUCCESS)
+        return r;
+    if (need && !args->scratch && (r = vkla__ensure_scratch(ctx, need)) != VKLA_SUCCESS)
+        return r;
+    return vkla__bench(ctx, bench_record, args, warmup, reps, times_us);
+}

@@ -1,0 +1,325 @@
+/*
+ * vkla — linear-attention operators on any Vulkan device.
+ *
+ * The whole public API. Everything hangs off a vkla_context; the library keeps no process-global
+ * state, never prints unless a message callback is given, and never exits or aborts.
+ *
+ * Vulkan headers: include <vulkan/vulkan.h> (or volk.h) before this header if you use them; if
+ * neither was included this header includes <vulkan/vulkan_core.h> for the handle types.
+ */
+#ifndef VKLA_H_
+#define VKLA_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if !defined(VULKAN_CORE_H_)
+#include <vulkan/vulkan_core.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(VKLA_SHARED_BUILD)
+#define VKLA_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define VKLA_API __attribute__((visibility("default")))
+#else
+#define VKLA_API
+#endif
+
+#define VKLA_VERSION_MAJOR 0
+#define VKLA_VERSION_MINOR 1
+#define VKLA_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------------------------------------
+ * Results
+ * ------------------------------------------------------------------------------------------- */
+typedef enum vkla_result {
+    VKLA_SUCCESS = 0,
+    VKLA_ERROR_NULL_POINTER = -1,      /* a required pointer or tensor is missing */
+    VKLA_ERROR_INVALID_ARGUMENT = -2,  /* an option out of range (chunk size, eps, form...) */
+    VKLA_ERROR_SHAPE_MISMATCH = -3,    /* tensor shapes do not agree with each other */
+    VKLA_ERROR_DTYPE_MISMATCH = -4,    /* a tensor has a dtype the op does not take there */
+    VKLA_ERROR_UNSUPPORTED = -5,       /* valid request this device/build cannot do (K > limit...) */
+    VKLA_ERROR_BAD_SEQLENS = -6,       /* cu_seqlens not 0 = c0 <= c1 <= ... = T */
+    VKLA_ERROR_OUT_OF_RANGE = -7,      /* a view reaches past the end of its buffer */
+    VKLA_ERROR_SCRATCH_TOO_SMALL = -8, /* caller scratch smaller than the size query says */
+    VKLA_ERROR_NO_VULKAN = -9,         /* the Vulkan loader could not be loaded */
+    VKLA_ERROR_NO_DEVICE = -10,        /* no (matching) device */
+    VKLA_ERROR_OUT_OF_MEMORY = -11,    /* host or device allocation failed */
+    VKLA_ERROR_DEVICE_LOST = -12,
+    VKLA_ERROR_VULKAN = -13,           /* another Vulkan call failed; the message names it */
+    VKLA_ERROR_BAD_PIPELINE_CACHE = -14
+} vkla_result;
+
+/* Static text for a result code ("VKLA_ERROR_SHAPE_MISMATCH: ..."). Never NULL. */
+VKLA_API const char *vkla_result_string(vkla_result r);
+
+typedef struct vkla_context vkla_context;
+typedef struct vkla_buffer vkla_buffer;
+
+/* The message of the last failed call on this context, naming what was wrong; "" if none. */
+VKLA_API const char *vkla_last_error(const vkla_context *ctx);
+
+/* ---------------------------------------------------------------------------------------------
+ * Data types and tensor views
+ * ------------------------------------------------------------------------------------------- */
+typedef enum vkla_dtype {
+    VKLA_DTYPE_F32 = 0,
+    VKLA_DTYPE_F16 = 1,
+    VKLA_DTYPE_BF16 = 2,
+    VKLA_DTYPE_I32 = 3
+} vkla_dtype;
+
+VKLA_API const char *vkla_dtype_name(vkla_dtype d);
+VKLA_API size_t vkla_dtype_size(vkla_dtype d);
+
+/* Convert n elements between f32, f16 and bf16 (round to nearest even). Host side helper. */
+VKLA_API vkla_result vkla_convert(void *dst, vkla_dtype dst_dtype, const void *src,
+                                  vkla_dtype src_dtype, size_t n);
+
+#define VKLA_MAX_DIMS 4
+
+/*
+ * A view into a buffer: buffer + byte offset + dtype + shape + strides (in elements).
+ * The last dimension is always contiguous. A stride of 0 means "packed" (the product of the
+ * later dimensions), so a zero-initialized strides[] describes a contiguous tensor. Strides of
+ * the leading dimensions let q, k and v be views into one fused projection buffer.
+ * A tensor whose buffer is NULL is "absent" (for optional inputs and outputs).
+ */
+typedef struct vkla_tensor {
+    vkla_buffer *buffer;
+    uint64_t offset;                  /* bytes; a multiple of the element size */
+    vkla_dtype dtype;
+    uint32_t ndim;
+    uint64_t shape[VKLA_MAX_DIMS];
+    uint64_t strides[VKLA_MAX_DIMS];  /* elements; 0 = packed; strides[ndim-1] must be 0 or 1 */
+} vkla_tensor;
+
+/* Convenience: a contiguous view. */
+VKLA_API vkla_tensor vkla_tensor_make(vkla_buffer *buf, uint64_t offset, vkla_dtype dtype,
+                                      uint32_t ndim, const uint64_t *shape);
+
+/* ---------------------------------------------------------------------------------------------
+ * Contexts
+ * ------------------------------------------------------------------------------------------- */
+typedef enum vkla_message_severity {
+    VKLA_MESSAGE_INFO = 0,
+    VKLA_MESSAGE_WARNING = 1,
+    VKLA_MESSAGE_ERROR = 2,
+    VKLA_MESSAGE_VALIDATION = 3 /* a message of the Vulkan validation layers */
+} vkla_message_severity;
+
+typedef void (*vkla_message_fn)(void *user, vkla_message_severity severity, const char *text);
+
+/* Standalone context: vkla loads Vulkan itself, makes its own instance, device and queue. */
+typedef struct vkla_context_desc {
+    /* Device: NULL = best (discrete > integrated > virtual > CPU), else an index ("1") or a
+     * case-insensitive substring of the device name ("llvmpipe"). The environment variable
+     * VKLA_DEVICE is used when this is NULL. */
+    const char *device;
+    /* Enable VK_LAYER_KHRONOS_validation (also env VKLA_VALIDATION=1). Messages go to
+     * message_fn with VKLA_MESSAGE_VALIDATION and are counted (vkla_validation_message_count). */
+    int validation;
+    int sync_validation;            /* also turn on synchronization validation */
+    vkla_message_fn message_fn;     /* optional; vkla prints nothing without it */
+    void *message_user;
+    const void *pipeline_cache_data; /* optional initial VkPipelineCache contents */
+    size_t pipeline_cache_size;
+} vkla_context_desc;
+
+VKLA_API vkla_result vkla_context_create(const vkla_context_desc *desc, vkla_context **out);
+
+/*
+ * External context: built on the application's own instance, device and queue.
+ * vkla loads its own function table from the two proc-address functions given here and never
+ * touches the loader's or volk's globals. enabled_features is the VkPhysicalDeviceFeatures2
+ * chain the device was created with (may be NULL: then only core 1.1 behaviour without
+ * optional features is assumed). Use vkla_device_requirements() to learn what to enable.
+ * queue must support compute; vkla only submits to it from vkla_*_run / buffer upload calls,
+ * never from the record path.
+ */
+typedef struct vkla_external_desc {
+    VkInstance instance;
+    VkPhysicalDevice physical_device;
+    VkDevice device;
+    uint32_t queue_family_index;
+    VkQueue queue;
+    PFN_vkGetInstanceProcAddr get_instance_proc_addr;
+    PFN_vkGetDeviceProcAddr get_device_proc_addr; /* optional: looked up from the instance */
+    uint32_t api_version;                         /* the instance's apiVersion (>= 1.1) */
+    const char *const *enabled_extensions;
+    uint32_t enabled_extension_count;
+    const VkPhysicalDeviceFeatures2 *enabled_features;
+    vkla_message_fn message_fn;
+    void *message_user;
+    const void *pipeline_cache_data;
+    size_t pipeline_cache_size;
+} vkla_external_desc;
+
+VKLA_API vkla_result vkla_context_create_external(const vkla_external_desc *desc,
+                                                  vkla_context **out);
+
+/* Destroys everything the context created. External buffers and the app's device stay. */
+VKLA_API void vkla_context_destroy(vkla_context *ctx);
+
+/* What a host application should enable on its VkDevice for vkla's fastest paths. */
+#define VKLA_MAX_REQUIRED_EXTENSIONS 8
+typedef struct vkla_device_requirements {
+    uint32_t min_api_version;                       /* VK_API_VERSION_1_1 */
+    uint32_t extension_count;                       /* those the device supports */
+    const char *extensions[VKLA_MAX_REQUIRED_EXTENSIONS];
+    /* Feature bits to turn on (only those the device supports are set to 1). */
+    int storage_buffer_16bit_access;                /* VkPhysicalDevice16BitStorageFeatures */
+    int shader_float16;                             /* VkPhysicalDeviceShaderFloat16Int8Features */
+    int shader_int8;
+    int subgroup_size_control;                      /* VkPhysicalDeviceSubgroupSizeControlFeatures */
+    int compute_full_subgroups;
+    int host_query_reset;
+} vkla_device_requirements;
+
+VKLA_API vkla_result vkla_device_requirements_query(VkInstance instance,
+                                                    VkPhysicalDevice physical_device,
+                                                    PFN_vkGetInstanceProcAddr gipa,
+                                                    vkla_device_requirements *out);
+
+/* Device information and the kernel variants vkla chose. */
+typedef struct vkla_device_info {
+    char name[256];
+    uint32_t vendor_id, device_id;
+    uint32_t device_type;                 /* VkPhysicalDeviceType */
+    char driver_name[256];
+    char driver_info[256];
+    uint32_t driver_version;
+    uint32_t api_version;
+    uint32_t subgroup_size;
+    uint32_t subgroup_min_size, subgroup_max_size;
+    int subgroup_arithmetic;              /* subgroupAdd in compute shaders */
+    int subgroup_clustered;
+    uint32_t max_shared_memory;           /* bytes per workgroup */
+    uint32_t max_workgroup_invocations;
+    uint64_t max_storage_buffer_range;
+    uint64_t min_storage_buffer_offset_alignment;
+    int fp16_storage;                     /* storageBuffer16BitAccess (f16/bf16 tensors) */
+    int fp16_arithmetic;                  /* shaderFloat16 */
+    int bf16_arithmetic;                  /* VK_KHR_shader_bfloat16 style support */
+    int int8_arithmetic;                  /* shaderInt8 */
+    int cooperative_matrix;               /* VK_KHR_cooperative_matrix or NV */
+    int push_descriptor;
+    double timestamp_period_ns;
+    uint32_t timestamp_valid_bits;
+    uint64_t device_local_bytes;
+    char variant[128];                    /* e.g. "subgroup=on storage16=on" */
+} vkla_device_info;
+
+VKLA_API vkla_result vkla_context_device_info(vkla_context *ctx, vkla_device_info *out);
+
+/* Devices visible to a fresh instance (for tools); fills up to *count entries. */
+VKLA_API vkla_result vkla_enumerate_devices(vkla_device_info *infos, uint32_t *count);
+
+/* Number of validation messages seen since the context was created (validation contexts). */
+VKLA_API uint32_t vkla_validation_message_count(const vkla_context *ctx);
+
+/* Pipeline cache: call with data NULL to get the size, then with a buffer. */
+VKLA_API vkla_result vkla_pipeline_cache_get(vkla_context *ctx, void *data, size_t *size);
+
+/* Access to the context's Vulkan objects (for tools and apps that share the device). */
+VKLA_API VkDevice vkla_context_vk_device(const vkla_context *ctx);
+VKLA_API VkQueue vkla_context_vk_queue(const vkla_context *ctx);
+VKLA_API uint32_t vkla_context_queue_family(const vkla_context *ctx);
+
+/* ---------------------------------------------------------------------------------------------
+ * Buffers
+ * ------------------------------------------------------------------------------------------- */
+
+/* A device-local storage buffer owned by the context (usage: storage, transfer src and dst). */
+VKLA_API vkla_result vkla_buffer_create(vkla_context *ctx, uint64_t size, vkla_buffer **out);
+
+/* Wrap an application VkBuffer (created on the context's device). offset/size select the part
+ * vkla may touch. It needs VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, and TRANSFER_DST_BIT when used
+ * as scratch or with upload. vkla never frees it. */
+VKLA_API vkla_result vkla_buffer_wrap(vkla_context *ctx, VkBuffer buffer, uint64_t offset,
+                                      uint64_t size, vkla_buffer **out);
+
+VKLA_API void vkla_buffer_destroy(vkla_context *ctx, vkla_buffer *buf);
+VKLA_API uint64_t vkla_buffer_size(const vkla_buffer *buf);
+VKLA_API VkBuffer vkla_buffer_vk(const vkla_buffer *buf);
+
+/* Blocking copies between host memory and a context buffer (staging when not host-visible).
+ * Wrapped buffers need TRANSFER_SRC/DST usage for these. */
+VKLA_API vkla_result vkla_buffer_upload(vkla_context *ctx, vkla_buffer *buf, uint64_t offset,
+                                        const void *data, uint64_t size);
+VKLA_API vkla_result vkla_buffer_download(vkla_context *ctx, vkla_buffer *buf, uint64_t offset,
+                                          void *data, uint64_t size);
+VKLA_API vkla_result vkla_buffer_fill(vkla_context *ctx, vkla_buffer *buf, uint64_t offset,
+                                      uint64_t size, uint32_t word);
+
+/* ---------------------------------------------------------------------------------------------
+ * Ops
+ *
+ * Every op has an args struct (zero-initialize it, then set fields: zero means "default") and
+ * four calls:
+ *   vkla_X_run(ctx, args)              record, submit on the context queue, wait.
+ *   vkla_X_record(ctx, cmd, args)      append to the caller's command buffer; never submits,
+ *                                      waits, or allocates command buffers.
+ *   vkla_X_scratch_size(ctx, args, &n) bytes of scratch the op needs (0 if none).
+ *   vkla_bench_X(ctx, args, warmup, reps, times_us)  GPU-timestamped repetitions.
+ *
+ * Scratch: _run uses args->scratch when given, else the context's own. _record needs
+ * args->scratch (usage STORAGE | TRANSFER_DST) whenever the size query says > 0.
+ *
+ * Barrier contract of _record:
+ *   entry: the caller makes its writes to the inputs available to COMPUTE_SHADER reads
+ *          (src = its stage/access, dst = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT /
+ *          VK_ACCESS_SHADER_READ_BIT), and orders earlier reads of the outputs before
+ *          compute-shader writes. vkla itself orders earlier vkla work on the same scratch.
+ *   exit:  outputs are written by COMPUTE_SHADER with SHADER_WRITE access; the caller adds a
+ *          barrier from (COMPUTE_SHADER, SHADER_WRITE) to its consumer before using them.
+ * Inside the op vkla issues only the compute->compute and transfer->compute barriers it needs.
+ *
+ * cu_seqlens is a host array (FlashAttention style: N+1 int32 offsets, c0 = 0, cN = T, with
+ * B = 1): vkla validates it and writes the sequence tables into scratch with vkCmdUpdateBuffer.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum vkla_form {
+    VKLA_FORM_DEFAULT = 0,   /* chunk */
+    VKLA_FORM_CHUNK = 1,
+    VKLA_FORM_RECURRENT = 2, /* causal ops: one step per token; the decode step */
+    VKLA_FORM_ATTN = 3,      /* lion: tiled T x T */
+    VKLA_FORM_RNN = 4        /* lion: forward and backward scans */
+} vkla_form;
+
+VKLA_API const char *vkla_form_name(vkla_form f);
+
+/* SPEC section 1. q, k: [B,T,H,K]; v, o: [B,T,H,V] (f32/f16/bf16, all four the same dtype);
+ * g: [B,T,H], g_gamma: [H], gk: [B,T,H,K] (f32, each optional); h0, ht: [N,H,K,V] f32;
+ * z0, zt: [N,H,K] f32 (normalizer state, only with normalize). */
+typedef struct vkla_linear_attn_args {
+    vkla_form form;
+    vkla_tensor q, k, v, o;
+    vkla_tensor g, g_gamma, gk;
+    vkla_tensor h0, ht, z0, zt;
+    const int32_t *cu_seqlens;   /* host array of num_seqs + 1 offsets, or NULL */
+    uint32_t num_seqs;
+    float scale;                 /* 0 = K^-1/2 */
+    int normalize;
+    float eps;                   /* 0 = 1e-6 */
+    uint32_t chunk_size;         /* 0 = 64; 16, 32 or 64 */
+    vkla_buffer *scratch;
+    uint64_t scratch_offset;
+} vkla_linear_attn_args;
+
+VKLA_API vkla_result vkla_linear_attn_run(vkla_context *ctx, const vkla_linear_attn_args *args);
+VKLA_API vkla_result vkla_linear_attn_record(vkla_context *ctx, VkCommandBuffer cmd,
+                                             const vkla_linear_attn_args *args);
+VKLA_API vkla_result vkla_linear_attn_scratch_size(vkla_context *ctx,
+                                                   const vkla_linear_attn_args *args,
+                                                   uint64_t *bytes);
+VKLA_API vkla_result vkla_linear_attn_bench(vkla_context *ctx, const vkla_linear_attn_args *args,
+                                            uint32_t warmup, uint32_t reps, double *times_us);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VKLA_H_ */
