@@ -344,10 +344,9 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
     }
 
     /* chunk form: contributions, then the state pass, then the outputs */
-    uint32_t tile = 16, vt = p.V >= 64 ? 64 : (uint32_t)vkla__align_up(p.V, 16);
-    uint32_t spec1[8] = {256, p.K, p.V, p.H, p.flags, p.C, tile, 1};
+    uint32_t spec1[8] = {128, p.K, p.V, p.H, p.flags, p.C, 1, 1};
     uint32_t spec2[8] = {256, p.K, p.V, p.H, p.flags, p.C, 1, 1};
-    uint32_t spec3[8] = {256, p.K, p.V, p.H, p.flags, p.C, vt, 1};
+    uint32_t spec3[8] = {2 * p.C, p.K, p.V, p.H, p.flags, p.C, 1, 1};
     vkla_pipeline *p1, *p2, *p3;
     snprintf(name, sizeof(name), "linear_attn/chunk_state.%s", dtype_suffix(p.dtype));
     if ((r = vkla__get_pipeline(ctx, name, spec1, 8, B_COUNT, 0, &p1)) != VKLA_SUCCESS)
@@ -359,7 +358,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
         goto done;
 
     l.pipe = p1;
-    l.grid_x = ((p.K + tile - 1) / tile) * ((p.VP + tile - 1) / tile);
+    l.grid_x = ((p.K + 63) / 64) * ((p.VP + 63) / 64);
     l.grid_z = VKLA_GRID_CHUNKS;
     for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++)
         r = vkla__launch(ctx, cmd, &p.seqs, &splits[i], &l);
@@ -371,7 +370,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
         r = vkla__launch(ctx, cmd, &p.seqs, &splits[i], &l);
     vkla__compute_barrier(ctx, cmd);
     l.pipe = p3;
-    l.grid_x = (p.V + vt - 1) / vt;
+    l.grid_x = (p.V + 63) / 64;
     l.grid_z = VKLA_GRID_CHUNKS;
     for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++)
         r = vkla__launch(ctx, cmd, &p.seqs, &splits[i], &l);

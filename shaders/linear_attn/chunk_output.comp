@@ -2,36 +2,48 @@
 // Causal linear attention, chunk form, step 3 (parallel over all chunks): the output
 //   O = scale * ( (Q * e^G) S + ((Q K^T) . D) V ),  D_ij = e^(G_i - G_j) for j <= i,
 // with S the state entering the chunk (from step 2). With normalize the ones column gives the
-// denominator scale * q.z + eps. Every exponent is <= 0: no overflow for any decay.
-// Workgroup: 16 x 16 threads; thread (ti, tj) owns rows ti + 16a of the chunk, key columns
-// tj + 16b of the score block and value columns tj + 16c of the output tile.
-// Grid: x = value tiles of VT, y = heads, z = chunks. P0 = C (16, 32, 64), P1 = VT.
+// denominator scale * q.z + eps. Every exponent that is used is <= 0: no overflow for any decay.
+//
+// Workgroup of 2C threads = (C/4) x 8 for one (chunk, head, tile of 64 value columns). Thread
+// (ti, tj) owns a register block: rows 4ti..4ti+3, score columns CA*tj.. (CA = C/8) and value
+// columns 8tj..8tj+7. Tiles in shared memory are laid out so that each of those runs is one
+// or two vec4 reads: few, wide shared-memory reads per FMA is what decides speed on CPU
+// implementations (lavapipe) and it suits GPUs as well.
+//   phase A, over tiles of XT key channels: scores A = Q K^T (per-channel decay inside the sum
+//            when gk is given) and the inter-chunk term (Q e^G) S;
+//   phase B: A^T goes to shared memory and O += A V over half-chunk value tiles.
+// Grid: x = value tiles, y = heads, z = chunks. P0 = C (16, 32 or 64).
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 const uint C = P0;
-const uint VT = P1;
-const uint KT = 16u;
-const uint R = C / 16u;      // rows (and score columns) per thread
-const uint CV = VT / 16u;    // output columns per thread
+const uint NT = 2u * C;   // threads
+const uint TC = 64u;      // value columns per workgroup
+const uint XT = 16u;      // key channels per phase-A tile
+const uint CA = C / 8u;   // score columns per thread
 
-// phase A: q, k, per-channel G tiles of C x KT, state tile KT x VT and the z column
-// phase B: the score block C x C and a value tile KT x VT
-const uint OFF_Q = 0u, OFF_K = C * KT, OFF_G = 2u * C * KT, OFF_S = 3u * C * KT;
-const uint OFF_Z = OFF_S + KT * VT;
-const uint SIZE_A = OFF_Z + KT;
-const uint OFF_A = 0u, OFF_V = C * C;
-const uint SIZE_B = C * C + KT * VT;
-shared float smem[SIZE_A > SIZE_B ? SIZE_A : SIZE_B];
+// phase A (vec4 units): q and k tiles [XT][C], per-channel cumulative decay [XT][C],
+// state tile [XT][TC], z [XT]
+const uint Q4 = 0u, K4 = XT * C / 4u, G4 = 2u * XT * C / 4u, S4 = 3u * XT * C / 4u;
+const uint Z4 = S4 + XT * TC / 4u;
+const uint SIZE_A = Z4 + XT / 4u;
+// phase B: scores transposed [C][C] (A^T[j][i]) and half a chunk of values [C/2][TC]
+const uint V4 = C * C / 4u;
+const uint SIZE_B = V4 + (C / 2u) * TC / 4u;
+shared vec4 sm[SIZE_A > SIZE_B ? SIZE_A : SIZE_B];
 shared float s_gs[C];
+
+void put(uint e, float x) { sm[e >> 2u][e & 3u] = x; }
+float get(uint e) { return sm[e >> 2u][e & 3u]; }
 
 void main()
 {
     const uint lid = gl_LocalInvocationID.x;
-    const uint ti = lid / 16u, tj = lid % 16u;
-    const uint vt = gl_WorkGroupID.x;
+    const uint ti = lid / 8u, tj = lid % 8u;
     const uint h = pc.h_begin + gl_WorkGroupID.y;
     const uint c = pc.c_begin + gl_WorkGroupID.z;
+    const uint col0 = gl_WorkGroupID.x * TC;
     uint s, local0, b, t0, len;
     chunk_info(c, C, s, local0);
     seq_info(s, b, t0, len);
@@ -39,136 +51,124 @@ void main()
     const uint tb = t0 + local0;
     const uint sbase = pc.st_base + (h * pc.nchunks + c) * K * VP;
 
-    for (uint j = lid; j < C; j += 256u)
-        s_gs[j] = j < L ? log_decay_scalar(b, tb + j, h) : 0.0;
+    for (uint t = lid; t < C; t += NT)
+        s_gs[t] = t < L ? log_decay_scalar(b, tb + t, h) : 0.0;
     barrier();
     if (lid == 0u)
-        for (uint j = 1u; j < L; j++)
-            s_gs[j] += s_gs[j - 1u];
-    barrier();
+        for (uint t = 1u; t < L; t++)
+            s_gs[t] += s_gs[t - 1u];
 
-    float A[R][R];
-    float O[R][CV];
-    float Dn[R];
-    for (uint a = 0; a < R; a++) {
-        Dn[a] = 0.0;
-        for (uint x = 0; x < R; x++) A[a][x] = 0.0;
-        for (uint x = 0; x < CV; x++) O[a][x] = 0.0;
-    }
-    float gk_run = 0.0; // running per-channel cumulative decay (threads lid < KT)
+    vec4 A[CA];       // A[x][a]: row 4ti+a, score column CA*tj+x
+    vec4 O[8];        // O[x][a]: row 4ti+a, value column 8tj+x
+    vec4 dn = vec4(0.0);
+    [[unroll]] for (uint x = 0; x < CA; x++) A[x] = vec4(0.0);
+    [[unroll]] for (uint x = 0; x < 8u; x++) O[x] = vec4(0.0);
 
-    for (uint k0 = 0; k0 < K; k0 += KT) {
-        for (uint e = lid; e < C * KT; e += 256u) {
-            uint j = e / KT, x = e % KT, i = k0 + x;
-            bool ok = j < L && i < K;
-            smem[OFF_Q + e] = ok ? load_q(b, tb + j, h, i) : 0.0;
-            smem[OFF_K + e] = ok ? load_k(b, tb + j, h, i) : 0.0;
+    for (uint x0 = 0; x0 < K; x0 += XT) {
+        barrier();
+        for (uint e = lid; e < C * XT; e += NT) {
+            const uint t = e % C, xx = e / C;
+            const bool ok = t < L && x0 + xx < K;
+            put(Q4 * 4u + e, ok ? load_q(b, tb + t, h, x0 + xx) : 0.0);
+            put(K4 * 4u + e, ok ? load_k(b, tb + t, h, x0 + xx) : 0.0);
         }
-        if (HAS_GK && lid < KT) {
-            uint i = k0 + lid;
-            gk_run = 0.0;
-            for (uint j = 0; j < C; j++) {
-                if (j < L && i < K)
-                    gk_run += log_decay_channel(b, tb + j, h, i);
-                smem[OFF_G + j * KT + lid] = s_gs[j] + gk_run;
+        for (uint e = lid; e < XT * TC; e += NT) {
+            const uint xx = e / TC, cc = col0 + e % TC;
+            put(S4 * 4u + e, (x0 + xx < K && cc < V) ? state_buf[sbase + (x0 + xx) * VP + cc] : 0.0);
+        }
+        if (NORMALIZE && lid < XT)
+            put(Z4 * 4u + lid, x0 + lid < K ? state_buf[sbase + (x0 + lid) * VP + V] : 0.0);
+        if (HAS_GK && lid < XT) {
+            float run = 0.0;
+            for (uint t = 0; t < C; t++) {
+                if (t < L && x0 + lid < K)
+                    run += log_decay_channel(b, tb + t, h, x0 + lid);
+                put(G4 * 4u + lid * C + t, s_gs[t] + run);
             }
-        }
-        for (uint e = lid; e < KT * VT; e += 256u) {
-            uint x = e / VT, y = e % VT, i = k0 + x, col = vt * VT + y;
-            smem[OFF_S + e] = (i < K && col < V) ? state_buf[sbase + i * VP + col] : 0.0;
-        }
-        if (NORMALIZE && lid < KT) {
-            uint i = k0 + lid;
-            smem[OFF_Z + lid] = i < K ? state_buf[sbase + i * VP + V] : 0.0;
         }
         barrier();
 
-        for (uint a = 0; a < R; a++) {
-            const uint i = ti + 16u * a;
-            for (uint x = 0; x < KT; x++) {
-                float qv = smem[OFF_Q + i * KT + x];
-                float qe = HAS_GK ? qv * exp(smem[OFF_G + i * KT + x]) : qv;
-                for (uint y = 0; y < CV; y++)
-                    O[a][y] += qe * smem[OFF_S + x * VT + tj + 16u * y];
-                if (NORMALIZE)
-                    Dn[a] += qe * smem[OFF_Z + x];
-            }
-            for (uint bb = 0; bb < R; bb++) {
-                const uint j = tj + 16u * bb;
-                if (j <= i) {
-                    float acc = 0.0;
-                    if (HAS_GK) {
-                        for (uint x = 0; x < KT; x++)
-                            acc += smem[OFF_Q + i * KT + x] * smem[OFF_K + j * KT + x] *
-                                   exp(smem[OFF_G + i * KT + x] - smem[OFF_G + j * KT + x]);
-                    } else {
-                        for (uint x = 0; x < KT; x++)
-                            acc += smem[OFF_Q + i * KT + x] * smem[OFF_K + j * KT + x];
-                    }
-                    A[a][bb] += acc;
+        for (uint xx = 0; xx < XT; xx++) {
+            const vec4 qi = sm[Q4 + (xx * C) / 4u + ti];
+            const vec4 gi = HAS_GK ? sm[G4 + (xx * C) / 4u + ti] : vec4(0.0);
+            const vec4 qe = HAS_GK ? qi * exp(gi) : qi;
+            float kj[CA], gj[CA];
+            if (CA >= 4u) {
+                [[unroll]] for (uint x = 0; x < CA; x += 4u) {
+                    const vec4 k4 = sm[K4 + (xx * C + CA * tj + x) / 4u];
+                    const vec4 g4 = HAS_GK ? sm[G4 + (xx * C + CA * tj + x) / 4u] : vec4(0.0);
+                    [[unroll]] for (uint y = 0; y < 4u; y++) { kj[x + y] = k4[y]; gj[x + y] = g4[y]; }
+                }
+            } else {
+                [[unroll]] for (uint x = 0; x < CA; x++) {
+                    kj[x] = get(K4 * 4u + xx * C + CA * tj + x);
+                    gj[x] = HAS_GK ? get(G4 * 4u + xx * C + CA * tj + x) : 0.0;
                 }
             }
-        }
-        barrier();
-    }
-
-    // scalar decays factor out of the K sums
-    if (!HAS_GK) {
-        for (uint a = 0; a < R; a++) {
-            const uint i = ti + 16u * a;
-            const float ei = exp(s_gs[i]);
-            for (uint y = 0; y < CV; y++) O[a][y] *= ei;
-            Dn[a] *= ei;
-            for (uint bb = 0; bb < R; bb++) {
-                const uint j = tj + 16u * bb;
-                A[a][bb] *= j <= i ? exp(s_gs[i] - s_gs[j]) : 0.0;
+            const vec4 s0 = sm[S4 + (xx * TC) / 4u + 2u * tj];
+            const vec4 s1 = sm[S4 + (xx * TC) / 4u + 2u * tj + 1u];
+            [[unroll]] for (uint x = 0; x < CA; x++)
+                A[x] += HAS_GK ? qi * kj[x] * exp(min(gi - gj[x], vec4(0.0))) : qi * kj[x];
+            [[unroll]] for (uint x = 0; x < 4u; x++) {
+                O[x] += qe * s0[x];
+                O[x + 4u] += qe * s1[x];
             }
+            if (NORMALIZE)
+                dn += qe * get(Z4 * 4u + xx);
         }
     }
 
-    // phase B: scores to shared, then O += A V over value tiles of KT rows
-    for (uint a = 0; a < R; a++)
-        for (uint bb = 0; bb < R; bb++) {
-            const uint i = ti + 16u * a, j = tj + 16u * bb;
-            smem[OFF_A + i * C + j] = (j <= i && j < L) ? A[a][bb] : 0.0;
-        }
+    // scalar decays factor out of the channel sums; A^T to shared memory, masked to j <= i
+    // inside the chunk
     barrier();
-    if (NORMALIZE)
-        for (uint a = 0; a < R; a++) {
-            const uint i = ti + 16u * a;
-            float rs = 0.0;
-            for (uint j = 0; j <= i; j++)
-                rs += smem[OFF_A + i * C + j];
-            Dn[a] += rs;
-        }
-    for (uint j0 = 0; j0 < L; j0 += KT) {
-        for (uint e = lid; e < KT * VT; e += 256u) {
-            uint x = e / VT, y = e % VT, j = j0 + x, col = vt * VT + y;
-            smem[OFF_V + e] = (j < L && col < V) ? load_v(b, tb + j, h, col) : 0.0;
-        }
-        barrier();
-        for (uint a = 0; a < R; a++) {
-            const uint i = ti + 16u * a;
-            for (uint x = 0; x < KT; x++) {
-                float av = smem[OFF_A + i * C + j0 + x];
-                for (uint y = 0; y < CV; y++)
-                    O[a][y] += av * smem[OFF_V + x * VT + tj + 16u * y];
-            }
-        }
-        barrier();
+    const vec4 gsi = vec4(s_gs[4u * ti], s_gs[4u * ti + 1u], s_gs[4u * ti + 2u], s_gs[4u * ti + 3u]);
+    if (!HAS_GK) {
+        const vec4 ei = exp(gsi);
+        [[unroll]] for (uint x = 0; x < 8u; x++) O[x] *= ei;
+        dn *= ei;
+    }
+    [[unroll]] for (uint x = 0; x < CA; x++) {
+        const uint j = CA * tj + x;
+        vec4 v = A[x];
+        if (!HAS_GK)
+            v *= exp(min(gsi - s_gs[j], vec4(0.0)));
+        const bvec4 keep = bvec4(j <= 4u * ti && j < L, j <= 4u * ti + 1u && j < L,
+                                 j <= 4u * ti + 2u && j < L, j <= 4u * ti + 3u && j < L);
+        sm[(j * C) / 4u + ti] = mix(vec4(0.0), v, keep);
     }
 
-    for (uint a = 0; a < R; a++) {
-        const uint i = ti + 16u * a;
+    for (uint v0 = 0; v0 < L; v0 += C / 2u) {
+        barrier();
+        for (uint e = lid; e < (C / 2u) * TC; e += NT) {
+            const uint t = v0 + e / TC, cc = col0 + e % TC;
+            put(V4 * 4u + e, (t < L && cc < V) ? load_v(b, tb + t, h, cc) : 0.0);
+        }
+        barrier();
+        const uint tn = min(C / 2u, L - v0);
+        for (uint t = 0; t < tn; t++) {
+            const vec4 av = sm[((v0 + t) * C) / 4u + ti];
+            const vec4 w0 = sm[V4 + (t * TC) / 4u + 2u * tj];
+            const vec4 w1 = sm[V4 + (t * TC) / 4u + 2u * tj + 1u];
+            [[unroll]] for (uint x = 0; x < 4u; x++) {
+                O[x] += av * w0[x];
+                O[x + 4u] += av * w1[x];
+            }
+            if (NORMALIZE)
+                dn += av;
+        }
+    }
+
+    [[unroll]] for (uint a = 0; a < 4u; a++) {
+        const uint i = 4u * ti + a;
         if (i >= L)
             continue;
-        for (uint y = 0; y < CV; y++) {
-            const uint col = vt * VT + tj + 16u * y;
+        [[unroll]] for (uint x = 0; x < 8u; x++) {
+            const uint col = col0 + 8u * tj + x;
             if (col < V) {
-                float o = pc.scale * O[a][y];
+                float y = pc.scale * O[x][a];
                 if (NORMALIZE)
-                    o /= pc.scale * Dn[a] + pc.eps;
-                store_o(b, tb + i, h, col, o);
+                    y /= pc.scale * dn[a] + pc.eps;
+                store_o(b, tb + i, h, col, y);
             }
         }
     }
