@@ -768,12 +768,10 @@ void vkla_context_destroy(vkla_context *ctx)
 {
     if (!ctx)
         return;
-    if (ctx->device && ctx->vk.vkDeviceWaitIdle) {
-        if (ctx->external)
-            ctx->vk.vkQueueWaitIdle(ctx->queue);
-        else
-            ctx->vk.vkDeviceWaitIdle(ctx->device);
-    }
+    /* An external context never touches the app's queue here: the app guarantees that no
+     * work recorded with this context is still pending (see vkla_context_destroy). */
+    if (ctx->device && ctx->vk.vkDeviceWaitIdle && !ctx->external)
+        ctx->vk.vkDeviceWaitIdle(ctx->device);
     if (ctx->device && ctx->vk.vkDestroyBuffer) {
         vkla_buffer_destroy(ctx, ctx->dummy);
         vkla_buffer_destroy(ctx, ctx->scratch);

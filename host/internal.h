@@ -180,6 +180,8 @@ typedef struct vkla_bind {
     uint64_t sb, st, sh;   /* element strides of rows (b or seq or chunk), tokens, heads */
     uint64_t inner;        /* elements per row-head (X) */
     uint64_t whole_bytes;  /* VKLA_ROWS_WHOLE */
+    uint32_t head_div;     /* 0 or 1: split head h is head h; else head h / head_div (q/k of
+                            * grouped value heads) */
 } vkla_bind;
 
 /* The sequences of one op call. */
@@ -225,6 +227,9 @@ vkla_result vkla__plan_splits(vkla_context *ctx, const vkla_seqs *s, uint32_t H,
                               uint32_t *count);
 vkla_result vkla__launch(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs *s,
                          const vkla_split *sp, const vkla_launch *l);
+/* vkla__launch over every piece of a split, with barriers between the pieces. */
+vkla_result vkla__launch_splits(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs *s,
+                                const vkla_split *splits, uint32_t nsplit, const vkla_launch *l);
 
 /* Checks a tensor view against an expected shape and dtype set, and its buffer bounds.
  * name is used in messages ("q"). want[i] == 0 means "any". */

@@ -40,7 +40,7 @@ static bool contiguous(const vkla_tensor *t)
 {
     uint64_t packed = 1;
     for (int i = (int)t->ndim - 1; i >= 0; i--) {
-        if (t->strides[i] && t->strides[i] != packed)
+        if (t->strides[i] && t->strides[i] != packed && t->shape[i] != 1)
             return false;
         packed *= t->shape[i];
     }
@@ -132,6 +132,12 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_linear_attn_args *a, 
         (r = check_opt(ctx, "z0", &a->z0, 3, sz, F_Z0, &p->flags)) != VKLA_SUCCESS ||
         (r = check_opt(ctx, "zt", &a->zt, 3, sz, F_ZT, &p->flags)) != VKLA_SUCCESS)
         goto fail;
+    if ((p->flags & F_Z0) && (p->flags & F_ZT) && a->z0.buffer->buffer == a->zt.buffer->buffer &&
+        a->z0.buffer->base + a->z0.offset < a->zt.buffer->base + a->zt.offset + (uint64_t)p->N * p->H * K * 4 &&
+        a->zt.buffer->base + a->zt.offset < a->z0.buffer->base + a->z0.offset + (uint64_t)p->N * p->H * K * 4) {
+        r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": z0 and zt overlap; pass distinct tensors");
+        goto fail;
+    }
     if (a->normalize)
         p->flags |= F_NORM;
     else if (p->flags & (F_Z0 | F_ZT)) {
@@ -279,14 +285,14 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
     if ((r = vkla__plan_splits(ctx, &p.seqs, p.H, binds, B_COUNT, &splits, &nsplit)) != VKLA_SUCCESS)
         goto done;
 
-    /* order this call's scratch use after earlier vkla work on the same scratch */
-    if (p.scratch_bytes)
-        vkla__barrier(ctx, cmd,
+    /* order this call after earlier vkla work in the command buffer (shared scratch, and the
+     * placeholder buffer bound to absent tensors) */
+    vkla__barrier(ctx, cmd,
                       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                       VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
                       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-                          VK_ACCESS_TRANSFER_WRITE_BIT);
+                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                      VK_ACCESS_TRANSFER_WRITE_BIT);
     if (p.flags & F_VARLEN) {
         /* sequence table (start, length, first chunk) and chunk table (sequence, start) */
         uint32_t *seqt = calloc((size_t)p.N * 4, sizeof(uint32_t));
@@ -338,8 +344,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
             goto done;
         l.grid_x = (p.V + vt - 1) / vt;
         l.grid_z = VKLA_GRID_SEQS;
-        for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++)
-            r = vkla__launch(ctx, cmd, &p.seqs, &splits[i], &l);
+        r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
         goto done;
     }
 
@@ -360,20 +365,20 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
     l.pipe = p1;
     l.grid_x = ((p.K + 63) / 64) * ((p.VP + 63) / 64);
     l.grid_z = VKLA_GRID_CHUNKS;
-    for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++)
-        r = vkla__launch(ctx, cmd, &p.seqs, &splits[i], &l);
+    if (r == VKLA_SUCCESS)
+        r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
     vkla__compute_barrier(ctx, cmd);
     l.pipe = p2;
     l.grid_x = (p.K * p.VP + 255) / 256;
     l.grid_z = VKLA_GRID_SEQS;
-    for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++)
-        r = vkla__launch(ctx, cmd, &p.seqs, &splits[i], &l);
+    if (r == VKLA_SUCCESS)
+        r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
     vkla__compute_barrier(ctx, cmd);
     l.pipe = p3;
     l.grid_x = (p.V + 63) / 64;
     l.grid_z = VKLA_GRID_CHUNKS;
-    for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++)
-        r = vkla__launch(ctx, cmd, &p.seqs, &splits[i], &l);
+    if (r == VKLA_SUCCESS)
+        r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
 done:
     free(splits);
     vkla__seqs_free(&p.seqs);

@@ -130,6 +130,7 @@ typedef struct vkla_context_desc {
     size_t pipeline_cache_size;
 } vkla_context_desc;
 
+/* On failure *out is NULL and the message naming the problem goes to desc->message_fn. */
 VKLA_API vkla_result vkla_context_create(const vkla_context_desc *desc, vkla_context **out);
 
 /*
@@ -162,7 +163,9 @@ typedef struct vkla_external_desc {
 VKLA_API vkla_result vkla_context_create_external(const vkla_external_desc *desc,
                                                   vkla_context **out);
 
-/* Destroys everything the context created. External buffers and the app's device stay. */
+/* Destroys everything the context created. External buffers and the app's device stay.
+ * For an external context the app must make sure no command buffer recorded with it is still
+ * pending (vkla does not wait on the app's queue). */
 VKLA_API void vkla_context_destroy(vkla_context *ctx);
 
 /* What a host application should enable on its VkDevice for vkla's fastest paths. */
@@ -294,7 +297,9 @@ VKLA_API const char *vkla_form_name(vkla_form f);
 
 /* SPEC section 1. q, k: [B,T,H,K]; v, o: [B,T,H,V] (f32/f16/bf16, all four the same dtype);
  * g: [B,T,H], g_gamma: [H], gk: [B,T,H,K] (f32, each optional); h0, ht: [N,H,K,V] f32;
- * z0, zt: [N,H,K] f32 (normalizer state, only with normalize). */
+ * z0, zt: [N,H,K] f32 (normalizer state, only with normalize). Gates, states and z must be
+ * contiguous. Outputs must not overlap inputs, except that h0 and ht may be the same tensor (the
+ * state is updated in place); z0 and zt must not overlap. */
 typedef struct vkla_linear_attn_args {
     vkla_form form;
     vkla_tensor q, k, v, o;

@@ -22,6 +22,7 @@ int th_setup(void **state)
     (void)state;
     vkla_context_desc d = {0};
     d.validation = 1;
+    d.sync_validation = 1;
     d.message_fn = on_message;
     vkla_result r = vkla_context_create(&d, &g_ctx);
     if (r != VKLA_SUCCESS) {
