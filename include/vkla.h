@@ -324,6 +324,37 @@ VKLA_API vkla_result vkla_linear_attn_scratch_size(vkla_context *ctx,
 VKLA_API vkla_result vkla_linear_attn_bench(vkla_context *ctx, const vkla_linear_attn_args *args,
                                             uint32_t warmup, uint32_t reps, double *times_us);
 
+/* SPEC section 2 (DeltaNet; Gated DeltaNet with g). q, k: [B,T,H,K]; v, o: [B,T,HV,V] with HV a
+ * multiple of H (value head j reads q/k head j / (HV/H)); all four the same dtype (f32/f16/bf16).
+ * beta: [B,T,HV] f32 (required); g: [B,T,HV] f32 log gate (optional); h0, ht: [N,HV,K,V] f32.
+ * l2norm: q and k are replaced by x / sqrt(sum x^2 + 1e-6) inside the op. beta, g and the
+ * states must be contiguous. Outputs must not overlap inputs, except that h0 and ht may be the
+ * same tensor (the state is updated in place, as in a decode step).
+ * Forms: chunk (WY / UT transform, the default) and recurrent (also the decode step).
+ * The chunk form's scratch must start 16-byte aligned. */
+typedef struct vkla_delta_rule_args {
+    vkla_form form;
+    vkla_tensor q, k, v, o;
+    vkla_tensor beta, g;
+    vkla_tensor h0, ht;
+    const int32_t *cu_seqlens;   /* host array of num_seqs + 1 offsets, or NULL */
+    uint32_t num_seqs;
+    float scale;                 /* 0 = K^-1/2 */
+    int l2norm;
+    uint32_t chunk_size;         /* 0 = 64; 16, 32 or 64 */
+    vkla_buffer *scratch;
+    uint64_t scratch_offset;
+} vkla_delta_rule_args;
+
+VKLA_API vkla_result vkla_delta_rule_run(vkla_context *ctx, const vkla_delta_rule_args *args);
+VKLA_API vkla_result vkla_delta_rule_record(vkla_context *ctx, VkCommandBuffer cmd,
+                                            const vkla_delta_rule_args *args);
+VKLA_API vkla_result vkla_delta_rule_scratch_size(vkla_context *ctx,
+                                                  const vkla_delta_rule_args *args,
+                                                  uint64_t *bytes);
+VKLA_API vkla_result vkla_delta_rule_bench(vkla_context *ctx, const vkla_delta_rule_args *args,
+                                           uint32_t warmup, uint32_t reps, double *times_us);
+
 #ifdef __cplusplus
 }
 #endif

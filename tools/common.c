@@ -1017,6 +1017,30 @@ static void model_delta_rule(const tool_problem *p, const tool_opts *o, int writ
   *bytes = model_bytes(p, o, writes_ht);
 }
 
+/* vkla-run delta_rule / vkla-bench --op delta_rule */
+static vkla_result exec_delta_rule(vkla_context *ctx, const tool_dev *d, const tool_opts *o,
+                                   uint32_t warmup, uint32_t reps, double *times_us)
+{
+  vkla_delta_rule_args a;
+  memset(&a, 0, sizeof a);
+  a.form = o->form;
+  a.q = d->t[TI_Q];
+  a.k = d->t[TI_K];
+  a.v = d->t[TI_V];
+  a.o = d->o;
+  a.beta = d->t[TI_BETA];
+  a.g = d->t[TI_G];
+  a.h0 = d->t[TI_H0];
+  a.ht = d->ht;
+  a.cu_seqlens = d->cu_seqlens;
+  a.num_seqs = d->num_seqs;
+  a.scale = o->scale;
+  a.l2norm = o->l2norm;
+  a.chunk_size = o->chunk;
+  return times_us ? vkla_delta_rule_bench(ctx, &a, warmup, reps, times_us)
+                  : vkla_delta_rule_run(ctx, &a);
+}
+
 /* ---- lion ---- */
 static int ref_lion(const tool_problem *p, const tool_opts *o, double *out, double *ht)
 {
@@ -1124,7 +1148,7 @@ const tool_op tool_ops[] = {
         .options = TOPT_CHUNK | TOPT_SCALE | TOPT_L2NORM,
         .causal = 1,
         .grouped_heads = 1,
-        .exec = NULL, /* ADD-OP: exec_delta_rule */
+        .exec = exec_delta_rule,
         .reference = ref_delta_rule,
         .model = model_delta_rule,
         .ref_cost = ref_cost_causal,

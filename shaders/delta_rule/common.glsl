@@ -1,0 +1,154 @@
+// Delta rule (DeltaNet / Gated DeltaNet): the interface shared by the recurrent and chunk
+// kernels. Spec constants, push constants and bindings must match host/delta_rule.c.
+//
+// Only the sizes are spec constants (K, V and each kernel's tiles): the options (gate, l2norm,
+// states, varlen) and the head counts are push-constant words, so one compiled pipeline serves
+// every option combination of a shape (compiling is the slow part on some drivers).
+#ifndef VKLA_DELTA_RULE_COMMON_GLSL
+#define VKLA_DELTA_RULE_COMMON_GLSL
+
+#extension GL_EXT_control_flow_attributes : require
+#include "../common/dtype.glsl"
+
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint K = 64;
+layout(constant_id = 2) const uint V = 64;
+layout(constant_id = 3) const uint P0 = 64;  // kernel-specific sizes (see each kernel)
+layout(constant_id = 4) const uint P1 = 16;
+layout(constant_id = 5) const uint P2 = 16;
+layout(constant_id = 6) const uint P3 = 16;
+
+layout(push_constant) uniform Params {
+    uint T;                         // tokens per batch row of the tensors
+    uint h_begin, s_begin, c_begin; // this dispatch's first value head, sequence, chunk
+    uint flags;                     // F_* below
+    uint group;                     // HV / H: value head h reads q/k head h / group
+    uint HV;                        // value heads
+    float scale;
+    uint nchunks;                   // chunks of the whole call (scratch layout)
+    uint q_base, k_base, v_base, o_base, beta_base, g_base, h0_base, ht_base, wk_base, st_base;
+    uint q_sb, q_st, q_sh;
+    uint k_sb, k_st, k_sh;
+    uint v_sb, v_st, v_sh;
+    uint o_sb, o_st, o_sh;
+} pc;
+
+#define HAS_G ((pc.flags & 1u) != 0u)
+#define L2NORM ((pc.flags & 2u) != 0u)
+#define HAS_H0 ((pc.flags & 4u) != 0u)
+#define HAS_HT ((pc.flags & 8u) != 0u)
+#define VARLEN ((pc.flags & 16u) != 0u)
+// q, k, v, o may be read / written as whole vec4s (host checked: last dimension a multiple of 4,
+// strides and offsets aligned)
+#define Q4 ((pc.flags & 32u) != 0u)
+#define K4OK ((pc.flags & 64u) != 0u)
+#define V4OK ((pc.flags & 128u) != 0u)
+#define O4 ((pc.flags & 256u) != 0u)
+
+#if DTYPE == 0
+#define ELEM4 vec4
+#define LOADE4(x) (x)
+#define STOREE4(x) (x)
+#elif DTYPE == 1
+#define ELEM4 f16vec4
+#define LOADE4(x) vec4(x)
+#define STOREE4(x) f16vec4(x)
+#else
+#define ELEM4 u16vec4
+#define LOADE4(x) uintBitsToFloat(uvec4(x) << 16)
+#define STOREE4(x) u16vec4(uvec4(vkla_bf16_bits((x).x), vkla_bf16_bits((x).y), vkla_bf16_bits((x).z), vkla_bf16_bits((x).w)))
+#endif
+
+layout(std430, binding = 0) readonly buffer QB { ELEM q_buf[]; };
+layout(std430, binding = 1) readonly buffer KB { ELEM k_buf[]; };
+layout(std430, binding = 2) readonly buffer VB { ELEM v_buf[]; };
+layout(std430, binding = 3) writeonly buffer OB { ELEM o_buf[]; };
+layout(std430, binding = 0) readonly buffer QB4 { ELEM4 q4_buf[]; };  // vec4 views of the same
+layout(std430, binding = 1) readonly buffer KB4 { ELEM4 k4_buf[]; };
+layout(std430, binding = 2) readonly buffer VB4 { ELEM4 v4_buf[]; };
+layout(std430, binding = 3) writeonly buffer OB4 { ELEM4 o4_buf[]; };
+layout(std430, binding = 4) readonly buffer BB { float beta_buf[]; };
+layout(std430, binding = 5) readonly buffer GB { float g_buf[]; };
+layout(std430, binding = 6) readonly buffer H0B { float h0_buf[]; };
+layout(std430, binding = 7) writeonly buffer HTB { float ht_buf[]; };
+layout(std430, binding = 8) readonly buffer SEQB { uvec4 seqtab[]; };
+layout(std430, binding = 9) readonly buffer CHB { uvec2 chunktab[]; };
+// Per (value head, chunk) work record of the chunk form, in vec4 units (rows padded to whole
+// vec4s, K4 = ceil(K/4), V4 = ceil(V/4)):
+//   W [C][K4]   = T diag(b e^G / |k|) K
+//   KD [C][K4]  = K * e^(G_last - G) / |k|  (the keys as they enter the chunk's state update)
+//   U [C][V4]   = T diag(b) V, replaced by V' = U - W S by the scan
+//   info [C]    = (G cumulative log gate, 1/|k|, 1/|q|, 0) per token
+layout(std430, binding = 10) buffer WKB { vec4 work_buf[]; };
+// The state entering each chunk: [HV, chunks, K, V4] (vec4 units).
+layout(std430, binding = 11) buffer STB { vec4 state_buf[]; };
+
+const uint K4 = (K + 3u) / 4u;
+const uint V4 = (V + 3u) / 4u;
+
+#include "../common/seqs.glsl"
+
+const float L2_EPS = 1e-6;
+
+// q/k: head hq is the q/k head (value head / group)
+float load_q(uint b, uint t, uint hq, uint i) { return LOADE(q_buf[pc.q_base + b * pc.q_sb + t * pc.q_st + hq * pc.q_sh + i]); }
+float load_k(uint b, uint t, uint hq, uint i) { return LOADE(k_buf[pc.k_base + b * pc.k_sb + t * pc.k_st + hq * pc.k_sh + i]); }
+float load_v(uint b, uint t, uint h, uint j) { return LOADE(v_buf[pc.v_base + b * pc.v_sb + t * pc.v_st + h * pc.v_sh + j]); }
+void store_o(uint b, uint t, uint h, uint j, float x) { o_buf[pc.o_base + b * pc.o_sb + t * pc.o_st + h * pc.o_sh + j] = STOREE(x); }
+// four consecutive elements from column i (a multiple of 4); zeros past the end of the row
+vec4 load_q4(uint b, uint t, uint hq, uint i)
+{
+    const uint e = pc.q_base + b * pc.q_sb + t * pc.q_st + hq * pc.q_sh + i;
+    if (Q4)
+        return LOADE4(q4_buf[e / 4u]);
+    vec4 x = vec4(0.0);
+    for (uint m = 0; m < 4u; m++)
+        if (i + m < K)
+            x[m] = LOADE(q_buf[e + m]);
+    return x;
+}
+vec4 load_k4(uint b, uint t, uint hq, uint i)
+{
+    const uint e = pc.k_base + b * pc.k_sb + t * pc.k_st + hq * pc.k_sh + i;
+    if (K4OK)
+        return LOADE4(k4_buf[e / 4u]);
+    vec4 x = vec4(0.0);
+    for (uint m = 0; m < 4u; m++)
+        if (i + m < K)
+            x[m] = LOADE(k_buf[e + m]);
+    return x;
+}
+vec4 load_v4(uint b, uint t, uint h, uint j)
+{
+    const uint e = pc.v_base + b * pc.v_sb + t * pc.v_st + h * pc.v_sh + j;
+    if (V4OK)
+        return LOADE4(v4_buf[e / 4u]);
+    vec4 x = vec4(0.0);
+    for (uint m = 0; m < 4u; m++)
+        if (j + m < V)
+            x[m] = LOADE(v_buf[e + m]);
+    return x;
+}
+void store_o4(uint b, uint t, uint h, uint j, vec4 x)
+{
+    const uint e = pc.o_base + b * pc.o_sb + t * pc.o_st + h * pc.o_sh + j;
+    if (O4) {
+        o4_buf[e / 4u] = STOREE4(x);
+        return;
+    }
+    for (uint m = 0; m < 4u; m++)
+        if (j + m < V)
+            o_buf[e + m] = STOREE(x[m]);
+}
+float load_beta(uint b, uint t, uint h) { return beta_buf[pc.beta_base + (b * pc.T + t) * pc.HV + h]; }
+float load_g(uint b, uint t, uint h) { return HAS_G ? g_buf[pc.g_base + (b * pc.T + t) * pc.HV + h] : 0.0; }
+
+// The work record of value head h, chunk c (P0 = C in the chunk kernels), and its parts.
+uint work_rec(uint h, uint c) { return pc.wk_base + (h * pc.nchunks + c) * (P0 * (2u * K4 + V4 + 1u)); }
+uint work_w(uint rec) { return rec; }
+uint work_kd(uint rec) { return rec + P0 * K4; }
+uint work_u(uint rec) { return rec + 2u * P0 * K4; }
+uint work_info(uint rec) { return rec + P0 * (2u * K4 + V4); }
+uint state_at(uint h, uint c) { return pc.st_base + (h * pc.nchunks + c) * (K * V4); }
+
+#endif
