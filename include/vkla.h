@@ -355,6 +355,37 @@ VKLA_API vkla_result vkla_delta_rule_scratch_size(vkla_context *ctx,
 VKLA_API vkla_result vkla_delta_rule_bench(vkla_context *ctx, const vkla_delta_rule_args *args,
                                            uint32_t warmup, uint32_t reps, double *times_us);
 
+/* SPEC section 3: LION bidirectional linear attention (every token attends to every token of its
+ * own sequence). q, k: [B,T,H,K]; v, o: [B,T,H,V] (f32/f16/bf16, all four the same dtype).
+ * Per-token log decay a_t (natural log, finite, <= 0): g[b,t,h] (LION-S) plus g_gamma[h]
+ * (LION-D); each optional, both together add up; neither = LION-LIT (no decay). g: [B,T,H] f32,
+ * g_gamma: [H] f32. normalize: o_i = sum_j A_ij v_j / (sum_j A_ij + eps).
+ * Forms: chunk (default, linear in T), attn (tiled T x T), rnn (forward and backward scans);
+ * chunk_size (16, 32, 64; checked for every form) is used by the chunk form only. No states in
+ * or out. Scratch: packed f32 copies of f16/bf16 or non-4-aligned rows, and the per-chunk states
+ * (chunk) or per-token partials (rnn); f32 4-aligned inputs with the attn form need none. */
+typedef struct vkla_lion_args {
+    vkla_form form;              /* VKLA_FORM_CHUNK (default), VKLA_FORM_ATTN, VKLA_FORM_RNN */
+    vkla_tensor q, k, v, o;
+    vkla_tensor g, g_gamma;
+    const int32_t *cu_seqlens;   /* host array of num_seqs + 1 offsets, or NULL */
+    uint32_t num_seqs;
+    float scale;                 /* 0 = K^-1/2 */
+    int normalize;
+    float eps;                   /* 0 = 1e-6 */
+    uint32_t chunk_size;         /* 0 = 64; 16, 32 or 64 */
+    vkla_buffer *scratch;
+    uint64_t scratch_offset;
+} vkla_lion_args;
+
+VKLA_API vkla_result vkla_lion_run(vkla_context *ctx, const vkla_lion_args *args);
+VKLA_API vkla_result vkla_lion_record(vkla_context *ctx, VkCommandBuffer cmd,
+                                      const vkla_lion_args *args);
+VKLA_API vkla_result vkla_lion_scratch_size(vkla_context *ctx, const vkla_lion_args *args,
+                                            uint64_t *bytes);
+VKLA_API vkla_result vkla_lion_bench(vkla_context *ctx, const vkla_lion_args *args,
+                                     uint32_t warmup, uint32_t reps, double *times_us);
+
 #ifdef __cplusplus
 }
 #endif

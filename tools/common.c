@@ -1102,6 +1102,27 @@ static double ref_cost_lion(const tool_problem *p)
   return sum_len_sq(p) * (double)p->H * 2.0 * (double)(p->K + p->V);
 }
 
+static vkla_result exec_lion(vkla_context *ctx, const tool_dev *d, const tool_opts *o,
+                             uint32_t warmup, uint32_t reps, double *times_us)
+{
+  vkla_lion_args a;
+  memset(&a, 0, sizeof a);
+  a.form = o->form;
+  a.q = d->t[TI_Q];
+  a.k = d->t[TI_K];
+  a.v = d->t[TI_V];
+  a.o = d->o;
+  a.g = d->t[TI_G];
+  a.g_gamma = d->t[TI_G_GAMMA];
+  a.cu_seqlens = d->cu_seqlens;
+  a.num_seqs = d->num_seqs;
+  a.scale = o->scale;
+  a.normalize = o->normalize;
+  a.eps = o->eps;
+  a.chunk_size = o->chunk;
+  return times_us ? vkla_lion_bench(ctx, &a, warmup, reps, times_us) : vkla_lion_run(ctx, &a);
+}
+
 /*
  * ADD-OP: when vkla.h gains vkla_delta_rule_args / vkla_lion_args, add here
  *
@@ -1163,7 +1184,7 @@ const tool_op tool_ops[] = {
         .options = TOPT_CHUNK | TOPT_SCALE | TOPT_NORMALIZE | TOPT_EPS,
         .causal = 0,
         .grouped_heads = 0,
-        .exec = NULL, /* ADD-OP: exec_lion */
+        .exec = exec_lion,
         .reference = ref_lion,
         .model = model_lion,
         .ref_cost = ref_cost_lion,

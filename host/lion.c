@@ -1,0 +1,605 @@
+/* LION bidirectional linear attention (SPEC section 3): argument checks, scratch layout, and the
+ * attn, rnn and chunk forms. Kernels: shaders/lion/ (the math is in their headers and in
+ * docs/lion.md). */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OP "lion"
+
+/* runtime flags (push constant word W_CFG, with the chunk size in bits 8-15), as in
+ * shaders/lion/common.glsl */
+enum { F_G = 1, F_GAMMA = 2, F_NORM = 4, F_VARLEN = 8 };
+
+/* binding slots, in shader order */
+enum { B_Q, B_K, B_V, B_O, B_G, B_GAMMA, B_SEQ, B_CHUNK, B_ST, B_Z, B_COUNT };
+/* push constant words */
+enum { W_T = 0, W_SPLIT = 1, W_STRIDES = 8, W_SCALE = 24, W_EPS = 25, W_NTILES = 26, W_K = 27,
+       W_V = 28, W_H = 29, W_CFG = 30, W_XS = 31, W_COUNT = 32 };
+static const int base_words[B_COUNT] = {4, 5, 6, 7, 20, 21, -1, -1, 22, 23};
+
+#define MAX_DIM 256u
+#define TILE 64u  /* tile width over K and V, and the token tile of every dispatch */
+#define FLOAT_DTYPES ((1u << VKLA_DTYPE_F32) | (1u << VKLA_DTYPE_F16) | (1u << VKLA_DTYPE_BF16))
+#define F32_ONLY (1u << VKLA_DTYPE_F32)
+
+/* The q, k, v or o rows a heavy kernel sees: the caller's tensor (f32, 4-aligned rows) or a
+ * packed f32 copy in scratch ([B,T,H,Xp], Xp = the row length rounded up to 4). */
+typedef struct view {
+    bool packed;
+    uint32_t xp;           /* packed row length */
+    uint64_t off;          /* packed: offset in the scratch */
+} view;
+
+typedef struct plan {
+    vkla_form form;
+    uint32_t B, T, H, K, V, N;
+    uint32_t C;            /* chunk size of the chunk form (16, 32, 64) */
+    uint32_t Kp, Va, xs;   /* K and V rounded up to 4; scratch row length (see the kernels) */
+    uint32_t nkt, nvt;     /* 64-wide tiles over K and V */
+    uint32_t flags;
+    vkla_dtype dtype;
+    float scale, eps;
+    view vq, vk, vv, vo;
+    vkla_seqs seqs;        /* sequences in 64-token tiles */
+    uint64_t off_seq, off_chunk, off_st, off_z, st_elems, z_elems, scratch_bytes;
+} plan;
+
+static bool contiguous(const vkla_tensor *t)
+{
+    uint64_t packed = 1;
+    for (int i = (int)t->ndim - 1; i >= 0; i--) {
+        if (t->strides[i] && t->strides[i] != packed)
+            return false;
+        packed *= t->shape[i];
+    }
+    return true;
+}
+
+/* Rows of a [B,T,H,X] tensor can be read as 4-element vectors: X, the strides and the start
+ * (in elements of the buffer) are multiples of 4. */
+static bool vec4_rows(const vkla_tensor *t)
+{
+    uint64_t st[VKLA_MAX_DIMS];
+    vkla__tensor_strides(t, st);
+    uint64_t es = vkla_dtype_size(t->dtype);
+    return t->shape[3] % 4 == 0 && st[0] % 4 == 0 && st[1] % 4 == 0 && st[2] % 4 == 0 &&
+           (t->buffer->base + t->offset) % (4 * es) == 0;
+}
+
+static vkla_result check_opt(vkla_context *ctx, const char *name, const vkla_tensor *t,
+                             uint32_t ndim, const uint64_t *shape, uint32_t flag, uint32_t *flags)
+{
+    if (!t->buffer)
+        return VKLA_SUCCESS;
+    vkla_result r = vkla__check_tensor(ctx, OP, name, t, ndim, shape, F32_ONLY);
+    if (r != VKLA_SUCCESS)
+        return r;
+    if (!contiguous(t))
+        return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": %s must be contiguous", name);
+    *flags |= flag;
+    return VKLA_SUCCESS;
+}
+
+static vkla_result make_plan(vkla_context *ctx, const vkla_lion_args *a, plan *p)
+{
+    memset(p, 0, sizeof(*p));
+    if (!ctx)
+        return VKLA_ERROR_NULL_POINTER;
+    if (!a)
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": args is NULL");
+    p->form = a->form == VKLA_FORM_DEFAULT ? VKLA_FORM_CHUNK : a->form;
+    if (p->form != VKLA_FORM_CHUNK && p->form != VKLA_FORM_ATTN && p->form != VKLA_FORM_RNN)
+        return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
+                          OP ": form %d is not chunk, attn or rnn", (int)a->form);
+    const vkla_tensor *q = &a->q;
+    if (!q->buffer)
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": tensor q is missing (buffer NULL)");
+    if (q->ndim != 4)
+        return vkla__fail(ctx, VKLA_ERROR_SHAPE_MISMATCH, OP ": q must be [B,T,H,K] (got %u dims)",
+                          q->ndim);
+    vkla_result r = vkla__check_tensor(ctx, OP, "q", q, 4, q->shape, FLOAT_DTYPES);
+    if (r != VKLA_SUCCESS)
+        return r;
+    if (!a->v.buffer)
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": tensor v is missing (buffer NULL)");
+    if (a->v.ndim != 4)
+        return vkla__fail(ctx, VKLA_ERROR_SHAPE_MISMATCH, OP ": v must be [B,T,H,V] (got %u dims)",
+                          a->v.ndim);
+    if (q->shape[0] > UINT32_MAX || q->shape[1] > UINT32_MAX || q->shape[2] > 65535)
+        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED, OP ": B, T or H too large");
+    p->B = (uint32_t)q->shape[0];
+    p->T = (uint32_t)q->shape[1];
+    p->H = (uint32_t)q->shape[2];
+    uint64_t K = q->shape[3], V = a->v.shape[3];
+    if (K > MAX_DIM || V > MAX_DIM)
+        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
+                          OP ": K = %llu, V = %llu; the maximum is %u", (unsigned long long)K,
+                          (unsigned long long)V, MAX_DIM);
+    p->K = (uint32_t)K;
+    p->V = (uint32_t)V;
+    p->dtype = q->dtype;
+    uint64_t sk[4] = {p->B, p->T, p->H, K}, sv[4] = {p->B, p->T, p->H, V};
+    if ((r = vkla__check_tensor(ctx, OP, "k", &a->k, 4, sk, FLOAT_DTYPES)) != VKLA_SUCCESS)
+        return r;
+    if ((r = vkla__check_tensor(ctx, OP, "v", &a->v, 4, sv, FLOAT_DTYPES)) != VKLA_SUCCESS)
+        return r;
+    if ((r = vkla__check_tensor(ctx, OP, "o", &a->o, 4, sv, FLOAT_DTYPES)) != VKLA_SUCCESS)
+        return r;
+    if (a->k.dtype != q->dtype || a->v.dtype != q->dtype || a->o.dtype != q->dtype)
+        return vkla__fail(ctx, VKLA_ERROR_DTYPE_MISMATCH,
+                          OP ": q, k, v and o must share one dtype (q %s, k %s, v %s, o %s)",
+                          vkla_dtype_name(q->dtype), vkla_dtype_name(a->k.dtype),
+                          vkla_dtype_name(a->v.dtype), vkla_dtype_name(a->o.dtype));
+    if (p->dtype != VKLA_DTYPE_F32 && !ctx->caps.storage16)
+        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
+                          OP ": %s tensors need storageBuffer16BitAccess, which this device/context "
+                          "lacks", vkla_dtype_name(p->dtype));
+
+    p->C = a->chunk_size ? a->chunk_size : 64;
+    if (p->C != 16 && p->C != 32 && p->C != 64)
+        return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": chunk_size %u is not 16, 32 or 64",
+                          a->chunk_size);
+    r = vkla__seqs_init(ctx, &p->seqs, p->B, p->T, a->cu_seqlens, a->num_seqs, TILE);
+    if (r != VKLA_SUCCESS)
+        goto fail;
+    p->N = p->seqs.n;
+    if (a->cu_seqlens)
+        p->flags |= F_VARLEN;
+
+    uint64_t sg[3] = {p->B, p->T, p->H}, sgam[1] = {p->H};
+    if ((r = check_opt(ctx, "g", &a->g, 3, sg, F_G, &p->flags)) != VKLA_SUCCESS ||
+        (r = check_opt(ctx, "g_gamma", &a->g_gamma, 1, sgam, F_GAMMA, &p->flags)) != VKLA_SUCCESS)
+        goto fail;
+    if (a->normalize)
+        p->flags |= F_NORM;
+    p->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)p->K);
+    p->eps = a->eps != 0.0f ? a->eps : 1e-6f;
+    if (!isfinite(p->scale) || !isfinite(p->eps) || p->eps < 0) {
+        r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": scale and eps must be finite (eps >= 0)");
+        goto fail;
+    }
+    p->Kp = (p->K + 3) & ~3u;
+    p->Va = (p->V + 3) & ~3u;
+    p->nkt = (p->K + TILE - 1) / TILE;
+    p->nvt = (p->V + TILE - 1) / TILE;
+
+    /* scratch layout (offsets from a 16-byte aligned start inside the caller's scratch) */
+    uint64_t al = vkla__align_up(ctx->caps.props.limits.minStorageBufferOffsetAlignment, 256);
+    uint64_t off = 0;
+    if (p->flags & F_VARLEN) {
+        p->off_seq = off;
+        off = vkla__align_up(off + (uint64_t)p->N * 16, al);
+        p->off_chunk = off;
+        off = vkla__align_up(off + p->seqs.nchunks * 8 + 8, al);
+    }
+    /* packed f32 copies of the rows the heavy kernels cannot read directly; the rnn form
+     * writes o from its combine step, which takes any dtype and layout */
+    uint64_t rows = (uint64_t)p->B * p->T * p->H;
+    view *views[4] = {&p->vq, &p->vk, &p->vv, &p->vo};
+    const vkla_tensor *ts[4] = {q, &a->k, &a->v, &a->o};
+    for (int i = 0; i < 4; i++) {
+        views[i]->xp = i < 2 ? p->Kp : p->Va;
+        views[i]->packed = !(ts[i]->dtype == VKLA_DTYPE_F32 && vec4_rows(ts[i]));
+        if (i == 3 && p->form == VKLA_FORM_RNN)
+            views[i]->packed = false;
+        if (views[i]->packed) {
+            views[i]->off = off;
+            off = vkla__align_up(off + rows * views[i]->xp * 4, al);
+        }
+    }
+    if (p->form == VKLA_FORM_CHUNK) {
+        /* the states entering each chunk, both directions: [H, slots, 2, Kp, Va] (+ z) with
+         * 64 / C chunk slots per 64-token tile */
+        uint64_t slots = p->seqs.nchunks * (TILE / p->C);
+        p->xs = p->Va;
+        p->st_elems = (uint64_t)p->H * slots * 2 * p->Kp * p->Va;
+        p->z_elems = (p->flags & F_NORM) ? (uint64_t)p->H * slots * 2 * p->Kp : 0;
+    } else if (p->form == VKLA_FORM_RNN) {
+        /* partial outputs per token: [B, T, H, 2 * K tiles, xs], normalizer in column Va */
+        p->xs = p->Va + ((p->flags & F_NORM) ? 4 : 0);
+        p->st_elems = rows * 2 * p->nkt * p->xs;
+    }
+    if (p->st_elems) {
+        p->off_st = off;
+        off = vkla__align_up(off + p->st_elems * 4, al);
+    }
+    if (p->z_elems) {
+        p->off_z = off;
+        off = vkla__align_up(off + p->z_elems * 4, al);
+    }
+    if (off)
+        off += 16; /* slack to align the start */
+    p->scratch_bytes = off;
+    return VKLA_SUCCESS;
+fail:
+    vkla__seqs_free(&p->seqs);
+    return r;
+}
+
+/* Register block of a lane (RB x RB): 16 on CPU implementations, where a memory access costs
+ * an order of magnitude more than a multiply-add and large blocks amortize it; 8 elsewhere
+ * (64 lanes per 64 x 64 tile). VKLA_LION_BLOCK=8|16 overrides. */
+static uint32_t lane_block(vkla_context *ctx)
+{
+    uint32_t rb = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 16 : 8;
+    const char *e = vkla__getenv("VKLA_LION_BLOCK");
+    if (e && (!strcmp(e, "8") || !strcmp(e, "16")))
+        rb = (uint32_t)atoi(e);
+    return rb;
+}
+
+/* The push constants common to every dispatch of a call. */
+static void fill_push(const plan *p, vkla_launch *l)
+{
+    memset(l->push, 0, sizeof(l->push));
+    l->push[W_T] = p->T;
+    memcpy(&l->push[W_SCALE], &p->scale, 4);
+    memcpy(&l->push[W_EPS], &p->eps, 4);
+    l->push[W_NTILES] = (uint32_t)p->seqs.nchunks;
+    l->push[W_K] = p->K;
+    l->push[W_V] = p->V;
+    l->push[W_H] = p->H;
+    l->push[W_CFG] = p->flags | (p->C << 8);
+    l->push[W_XS] = p->xs;
+    l->push_words = W_COUNT;
+    for (int i = 0; i < B_COUNT; i++)
+        l->base_word[i] = base_words[i];
+    l->split_word = W_SPLIT;
+}
+
+/* Row strides of tensor slot i (0..3 = q, k, v, o) in the push constants. */
+static void set_strides(vkla_launch *l, int i, const uint64_t *st)
+{
+    for (int d = 0; d < 3; d++)
+        l->push[W_STRIDES + i * 3 + d] = (uint32_t)st[d];
+}
+
+static const char *dtype_suffix(vkla_dtype d)
+{
+    return d == VKLA_DTYPE_F16 ? "f16" : d == VKLA_DTYPE_BF16 ? "bf16" : "f32";
+}
+
+/* kernel: "attn" etc. (fp32 only) or with dtype != -1 "pack.f16" etc. */
+static vkla_result pipeline(vkla_context *ctx, const char *kernel, int dtype, uint32_t lanes,
+                            uint32_t rb, uint32_t vec, vkla_pipeline **out)
+{
+    char name[64];
+    if (dtype >= 0)
+        snprintf(name, sizeof(name), "lion/%s.%s", kernel, dtype_suffix((vkla_dtype)dtype));
+    else
+        snprintf(name, sizeof(name), "lion/%s", kernel);
+    uint32_t spec[4] = {lanes, rb, rb, vec};
+    return vkla__get_pipeline(ctx, name, spec, 4, B_COUNT, 0, out);
+}
+
+static vkla_result launch_all(vkla_context *ctx, VkCommandBuffer cmd, const plan *p,
+                              const vkla_split *splits, uint32_t nsplit, const vkla_launch *l)
+{
+    vkla_result r = VKLA_SUCCESS;
+    for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++)
+        r = vkla__launch(ctx, cmd, &p->seqs, &splits[i], l);
+    return r;
+}
+
+/* A packed [B,T,H,xp] f32 region of the scratch. */
+static vkla_bind packed_bind(const plan *p, vkla_buffer *scr, uint64_t base, const view *v,
+                             uint64_t *st)
+{
+    uint64_t xp = v->xp;
+    vkla_bind b = vkla__bind_region(scr, base + v->off, 4, VKLA_ROWS_TOKENS,
+                                    (uint64_t)p->T * p->H * xp, xp, xp, 0);
+    b.st = (uint64_t)p->H * xp;
+    st[0] = b.sb;
+    st[1] = b.st;
+    st[2] = b.sh;
+    return b;
+}
+
+static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_args *a,
+                          bool run_mode)
+{
+    plan p;
+    vkla_result r = make_plan(ctx, a, &p);
+    if (r != VKLA_SUCCESS)
+        return r;
+    vkla_split *splits = NULL;
+    uint32_t nsplit = 0;
+    vkla_buffer *scr = a->scratch;
+    uint64_t soff = a->scratch_offset;
+    if (p.scratch_bytes) {
+        if (!scr) {
+            if (!run_mode) {
+                r = vkla__fail(ctx, VKLA_ERROR_NULL_POINTER,
+                               OP ": this call needs %llu bytes of scratch; pass args.scratch "
+                               "when recording", (unsigned long long)p.scratch_bytes);
+                goto done;
+            }
+            if ((r = vkla__ensure_scratch(ctx, p.scratch_bytes)) != VKLA_SUCCESS)
+                goto done;
+            scr = ctx->scratch;
+            soff = 0;
+        }
+        uint64_t al = ctx->caps.props.limits.minStorageBufferOffsetAlignment;
+        if (al && soff % al) {
+            r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
+                           OP ": scratch_offset %llu is not a multiple of %llu",
+                           (unsigned long long)soff, (unsigned long long)al);
+            goto done;
+        }
+        if (soff > scr->size || scr->size - soff < p.scratch_bytes) {
+            r = vkla__fail(ctx, VKLA_ERROR_SCRATCH_TOO_SMALL,
+                           OP ": scratch has %llu bytes after the offset, %llu needed",
+                           (unsigned long long)(soff <= scr->size ? scr->size - soff : 0),
+                           (unsigned long long)p.scratch_bytes);
+            goto done;
+        }
+    }
+    /* score tiles of 64 x 64 floats plus a few rows of decays live in shared memory */
+    if (ctx->caps.props.limits.maxComputeSharedMemorySize < 20 * 1024) {
+        r = vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
+                       OP ": needs 20 KiB of shared memory per workgroup, the device has %u bytes",
+                       ctx->caps.props.limits.maxComputeSharedMemorySize);
+        goto done;
+    }
+    /* the kernels read the scratch as 16-byte vectors: start its regions 16-byte aligned */
+    const uint64_t base = p.scratch_bytes ? vkla__align_up(scr->base + soff, 16) - scr->base : 0;
+
+    /* every region any dispatch binds, for the split plan */
+    enum { X_QP = B_COUNT, X_KP, X_VP, X_OP, X_COUNT };
+    vkla_bind all[X_COUNT];
+    memset(all, 0, sizeof(all));
+    uint64_t st_user[4][VKLA_MAX_DIMS], st_eff[4][3];
+    const vkla_tensor *ts[4] = {&a->q, &a->k, &a->v, &a->o};
+    const view *vs[4] = {&p.vq, &p.vk, &p.vv, &p.vo};
+    for (int i = 0; i < 4; i++) {
+        all[B_Q + i] = vkla__bind_tensor(ts[i], VKLA_ROWS_TOKENS);
+        vkla__tensor_strides(ts[i], st_user[i]);
+        memcpy(st_eff[i], st_user[i], sizeof(st_eff[i]));
+        if (vs[i]->packed)
+            all[X_QP + i] = packed_bind(&p, scr, base, vs[i], st_eff[i]);
+    }
+    all[B_G] = vkla__bind_tensor(&a->g, VKLA_ROWS_TOKENS);
+    all[B_GAMMA] = vkla__bind_tensor(&a->g_gamma, VKLA_ROWS_NONE);
+    if (p.flags & F_VARLEN) {
+        all[B_SEQ] = vkla__bind_region(scr, base + p.off_seq, 16, VKLA_ROWS_WHOLE, 0, 0, 0,
+                                       (uint64_t)p.N * 16);
+        all[B_CHUNK] = vkla__bind_region(scr, base + p.off_chunk, 8, VKLA_ROWS_WHOLE, 0, 0, 0,
+                                         p.seqs.nchunks * 8 + 8);
+    }
+    uint64_t nt = p.seqs.nchunks;
+    if (p.form == VKLA_FORM_CHUNK) {
+        uint64_t per = (uint64_t)(TILE / p.C) * 2 * p.Kp * p.Va;  /* per 64-token tile */
+        all[B_ST] = vkla__bind_region(scr, base + p.off_st, 4, VKLA_ROWS_CHUNKS, per, nt * per,
+                                      per, 0);
+        if (p.z_elems) {
+            uint64_t zper = (uint64_t)(TILE / p.C) * 2 * p.Kp;
+            all[B_Z] = vkla__bind_region(scr, base + p.off_z, 4, VKLA_ROWS_CHUNKS, zper,
+                                         nt * zper, zper, 0);
+        }
+    } else if (p.form == VKLA_FORM_RNN) {
+        uint64_t X = 2ull * p.nkt * p.xs;
+        all[B_ST] = vkla__bind_region(scr, base + p.off_st, 4, VKLA_ROWS_TOKENS,
+                                      (uint64_t)p.T * p.H * X, X, X, 0);
+        all[B_ST].st = (uint64_t)p.H * X;
+    }
+    if ((r = vkla__plan_splits(ctx, &p.seqs, p.H, all, X_COUNT, &splits, &nsplit)) != VKLA_SUCCESS)
+        goto done;
+
+    /* order this call's scratch use after earlier vkla work on the same scratch */
+    if (p.scratch_bytes)
+        vkla__barrier(ctx, cmd,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                      VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                          VK_ACCESS_TRANSFER_WRITE_BIT);
+    if (p.flags & F_VARLEN) {
+        /* sequence table (start, length, first tile) and tile table (sequence, start) */
+        uint32_t *seqt = calloc((size_t)p.N * 4, sizeof(uint32_t));
+        uint32_t *cht = calloc((size_t)nt * 2 + 2, sizeof(uint32_t));
+        if (!seqt || !cht) {
+            free(seqt);
+            free(cht);
+            r = vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
+            goto done;
+        }
+        for (uint32_t i = 0; i < p.N; i++) {
+            seqt[4 * i + 0] = (uint32_t)a->cu_seqlens[i];
+            seqt[4 * i + 1] = vkla__seq_len(&p.seqs, i);
+            seqt[4 * i + 2] = p.seqs.chunk_off[i];
+            for (uint32_t c = p.seqs.chunk_off[i]; c < p.seqs.chunk_off[i + 1]; c++) {
+                cht[2 * c + 0] = i;
+                cht[2 * c + 1] = (c - p.seqs.chunk_off[i]) * TILE;
+            }
+        }
+        vkla__update_buffer(ctx, cmd, scr, base + p.off_seq, seqt, (uint64_t)p.N * 16);
+        vkla__update_buffer(ctx, cmd, scr, base + p.off_chunk, cht, nt * 8 + 8);
+        free(seqt);
+        free(cht);
+        vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+    }
+
+    const uint32_t rb = lane_block(ctx);
+    const uint32_t tile_lanes = (TILE / rb) * (TILE / rb);
+    vkla_launch l;
+    vkla_bind binds[B_COUNT];
+
+    /* packed copies of q, k, v */
+    bool packed_any = false;
+    for (int i = 0; i < 3; i++) {
+        if (!vs[i]->packed)
+            continue;
+        vkla_pipeline *pp;
+        if ((r = pipeline(ctx, "pack", (int)ts[i]->dtype, 64, rb, vec4_rows(ts[i]), &pp)) !=
+            VKLA_SUCCESS)
+            goto done;
+        memset(binds, 0, sizeof(binds));
+        memcpy(binds, all, sizeof(binds));
+        binds[B_Q] = all[B_Q + i];
+        binds[B_ST] = all[X_QP + i];
+        memset(&l, 0, sizeof(l));
+        fill_push(&p, &l);
+        set_strides(&l, 0, st_user[i]);
+        l.push[W_K] = i < 2 ? p.K : p.V;
+        l.push[W_XS] = vs[i]->xp;
+        l.nbind = B_COUNT;
+        l.binds = binds;
+        l.pipe = pp;
+        l.grid_x = 1;
+        l.grid_z = VKLA_GRID_CHUNKS;
+        if ((r = launch_all(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS)
+            goto done;
+        packed_any = true;
+    }
+    if (packed_any)
+        vkla__compute_barrier(ctx, cmd);
+
+    /* the heavy kernels see f32 rows: the caller's or the packed ones */
+    memcpy(binds, all, sizeof(binds));
+    memset(&l, 0, sizeof(l));
+    fill_push(&p, &l);
+    for (int i = 0; i < 4; i++) {
+        if (vs[i]->packed)
+            binds[B_Q + i] = all[X_QP + i];
+        set_strides(&l, i, st_eff[i]);
+    }
+    l.nbind = B_COUNT;
+    l.binds = binds;
+    vkla_pipeline *p1 = NULL, *p2 = NULL;
+    if (p.form == VKLA_FORM_ATTN) {
+        if ((r = pipeline(ctx, "attn", -1, tile_lanes, rb, 1, &p1)) != VKLA_SUCCESS)
+            goto done;
+        l.pipe = p1;
+        l.grid_x = p.nvt;
+        l.grid_z = VKLA_GRID_CHUNKS;
+        if ((r = launch_all(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS)
+            goto done;
+    } else if (p.form == VKLA_FORM_RNN) {
+        if ((r = pipeline(ctx, "rnn_scan", -1, tile_lanes, rb, 1, &p1)) != VKLA_SUCCESS ||
+            (r = pipeline(ctx, "rnn_combine", (int)p.dtype, 64, rb, vec4_rows(&a->o), &p2)) !=
+                VKLA_SUCCESS)
+            goto done;
+        l.pipe = p1;
+        l.grid_x = p.nkt * p.nvt * 2;
+        l.grid_z = VKLA_GRID_SEQS;
+        if ((r = launch_all(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS)
+            goto done;
+        vkla__compute_barrier(ctx, cmd);
+        /* the combine writes the caller's o in its own dtype and layout */
+        binds[B_O] = all[B_O];
+        set_strides(&l, 3, st_user[3]);
+        l.pipe = p2;
+        l.grid_x = p.nvt;
+        l.grid_z = VKLA_GRID_CHUNKS;
+        r = launch_all(ctx, cmd, &p, splits, nsplit, &l);
+        goto done;
+    } else {
+        /* chunk form: the two state scans, then the outputs of all chunks */
+        if ((r = pipeline(ctx, "chunk_state", -1, tile_lanes, rb, 1, &p1)) != VKLA_SUCCESS ||
+            (r = pipeline(ctx, "chunk_output", -1, tile_lanes, rb, 1, &p2)) != VKLA_SUCCESS)
+            goto done;
+        l.pipe = p1;
+        l.grid_x = p.nkt * p.nvt * 2;
+        l.grid_z = VKLA_GRID_SEQS;
+        if ((r = launch_all(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS)
+            goto done;
+        vkla__compute_barrier(ctx, cmd);
+        l.pipe = p2;
+        l.grid_x = p.nvt;
+        l.grid_z = VKLA_GRID_CHUNKS;
+        if ((r = launch_all(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS)
+            goto done;
+    }
+    if (p.vo.packed) {
+        /* o from its packed f32 copy */
+        vkla_pipeline *pu;
+        if ((r = pipeline(ctx, "unpack", (int)p.dtype, 64, rb, vec4_rows(&a->o), &pu)) !=
+            VKLA_SUCCESS)
+            goto done;
+        vkla__compute_barrier(ctx, cmd);
+        memcpy(binds, all, sizeof(binds));
+        binds[B_ST] = all[X_OP];
+        memset(&l, 0, sizeof(l));
+        fill_push(&p, &l);
+        set_strides(&l, 3, st_user[3]);
+        l.push[W_XS] = p.vo.xp;
+        l.nbind = B_COUNT;
+        l.binds = binds;
+        l.pipe = pu;
+        l.grid_x = 1;
+        l.grid_z = VKLA_GRID_CHUNKS;
+        r = launch_all(ctx, cmd, &p, splits, nsplit, &l);
+    }
+done:
+    free(splits);
+    vkla__seqs_free(&p.seqs);
+    return r;
+}
+
+vkla_result vkla_lion_record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_args *args)
+{
+    if (!ctx)
+        return VKLA_ERROR_NULL_POINTER;
+    if (cmd == VK_NULL_HANDLE)
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": command buffer is VK_NULL_HANDLE");
+    return record(ctx, cmd, args, false);
+}
+
+vkla_result vkla_lion_run(vkla_context *ctx, const vkla_lion_args *args)
+{
+    if (!ctx)
+        return VKLA_ERROR_NULL_POINTER;
+    plan p; /* validate before touching the command buffer */
+    vkla_result r = make_plan(ctx, args, &p);
+    if (r != VKLA_SUCCESS)
+        return r;
+    vkla__seqs_free(&p.seqs);
+    VkCommandBuffer cmd;
+    if ((r = vkla__begin_run(ctx, &cmd)) != VKLA_SUCCESS)
+        return r;
+    r = record(ctx, cmd, args, true);
+    if (r != VKLA_SUCCESS) {
+        ctx->vk.vkEndCommandBuffer(cmd);
+        return r;
+    }
+    return vkla__submit_wait(ctx);
+}
+
+vkla_result vkla_lion_scratch_size(vkla_context *ctx, const vkla_lion_args *args, uint64_t *bytes)
+{
+    if (!ctx)
+        return VKLA_ERROR_NULL_POINTER;
+    if (!bytes)
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": bytes is NULL");
+    plan p;
+    vkla_result r = make_plan(ctx, args, &p);
+    if (r != VKLA_SUCCESS)
+        return r;
+    *bytes = p.scratch_bytes;
+    vkla__seqs_free(&p.seqs);
+    return VKLA_SUCCESS;
+}
+
+static vkla_result bench_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args)
+{
+    return record(ctx, cmd, (const vkla_lion_args *)args, true);
+}
+
+vkla_result vkla_lion_bench(vkla_context *ctx, const vkla_lion_args *args, uint32_t warmup,
+                            uint32_t reps, double *times_us)
+{
+    if (!ctx)
+        return VKLA_ERROR_NULL_POINTER;
+    uint64_t need = 0;
+    vkla_result r = vkla_lion_scratch_size(ctx, args, &need);
+    if (r != VKLA_SUCCESS)
+        return r;
+    if (need && !args->scratch && (r = vkla__ensure_scratch(ctx, need)) != VKLA_SUCCESS)
+        return r;
+    return vkla__bench(ctx, bench_record, args, warmup, reps, times_us);
+}

@@ -1,0 +1,160 @@
+#version 450
+// LION, chunk form, step 2 (parallel over all chunks): the output of chunk n,
+//   O = (Q * e^E) S^F_n + (Q * e^X) S^B_n + ((Q K^T) . M) V
+// with, local to the chunk, E_i = a_c0 + ... + a_(i-1) (exclusive prefix), X_i = a_(i+1) + ... +
+// a_(c1-1) (exclusive suffix), and the full bidirectional mask inside the chunk:
+//   log M_ij = E_i - E_j (i > j),  P_j - P_i (i < j),  0 (i = j),   P the inclusive prefix.
+// Both differences subtract the later (more negative) cumulative sum, so every exponent is <= 0.
+// With normalize the ones column gives den_i = (q_i e^E_i).zF + (q_i e^X_i).zB + sum_j A_ij and
+// o_i = scale * O_i / (scale * den_i + eps).
+// A workgroup covers a 64-token tile of a sequence, i.e. 64 / C chunks (C = 16, 32 or 64): the
+// score block is computed for the whole tile and masked to the diagonal C x C blocks.
+// Grid: x = V tiles of TW, y = heads, z = 64-token tiles.
+// Lanes: (TW/RB) x (TW/CB). Score phase: lane (ri, ci) computes the RB x CB block (rows ri*RB..,
+// key columns ci*CB..) of the masked scores into shared memory; output phase: the same lane owns
+// output rows ri*RB.. and value columns ci*CB.. of the V tile.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+const uint NCL = TW / CB;
+const uint NL = (TW / RB) * NCL;
+
+shared vec4 s_A[TW * TW / 4u];       // masked scores, row-major
+shared float s_a[TW];
+shared vec4 s_e4[TW / 4u], s_p4[TW / 4u], s_x4[TW / 4u];
+
+void main()
+{
+    const uint lid = gl_LocalInvocationID.x;
+    const uint ri = lid / NCL, ci = lid % NCL;
+    const uint vt = gl_WorkGroupID.x;
+    const uint h = pc.h_begin + gl_WorkGroupID.y;
+    const uint c = pc.c_begin + gl_WorkGroupID.z;
+    const uint C = CHUNK, nsub = TW / C;
+    uint s, local0, b, t0, len;
+    chunk_info(c, TW, s, local0);
+    seq_info(s, b, t0, len);
+    const uint L = min(TW, len - local0);
+    const uint tb = t0 + local0;
+    const uint Kp = align4(pc.K), Va = pc.xs;
+    const uint i0 = ri * RB, j0 = ci * CB;
+
+    // cumulative log decays inside each chunk of the tile
+    for (uint j = lid; j < TW; j += NL) {
+        float a = 0.0;
+        if (j < L)
+            a = log_decay(b, tb + j, h);
+        s_a[j] = a;
+    }
+    barrier();
+    if (lid == 0u) {
+        for (uint u = 0u; u < TW; u += C) {
+            float run = 0.0;
+            for (uint j = u; j < u + C; j++) {
+                s_e4[j >> 2u][j & 3u] = run;
+                run += s_a[j];
+                s_p4[j >> 2u][j & 3u] = run;
+            }
+            run = 0.0;
+            for (uint j = u + C; j > u; j--) {
+                s_x4[(j - 1u) >> 2u][(j - 1u) & 3u] = run;
+                run += s_a[j - 1u];
+            }
+        }
+    }
+    barrier();
+
+    float acc[RB][CB];
+
+    // ---- scores: A = (Q K^T) . M, zero off the diagonal chunks and past the L tokens ----
+    {
+        uint qr[RB], kr[CB];
+        [[unroll]] for (uint r = 0u; r < RB; r++)
+            qr[r] = q_row(b, tb + min(i0 + r, L - 1u), h);
+        [[unroll]] for (uint x = 0u; x < CB; x++)
+            kr[x] = k_row(b, tb + min(j0 + x, L - 1u), h);
+        qk_block(qr, kr, acc);
+        float ej[CB], pj[CB];
+        [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
+            const vec4 e = s_e4[j0 / 4u + x4], p = s_p4[j0 / 4u + x4];
+            [[unroll]] for (uint y = 0u; y < 4u; y++) {
+                ej[4u * x4 + y] = e[y];
+                pj[4u * x4 + y] = p[y];
+            }
+        }
+        [[dont_unroll]] for (uint r = 0u; r < RB; r++) {
+            const uint i = i0 + r;
+            const float ei = s_e4[i >> 2u][i & 3u], pi = s_p4[i >> 2u][i & 3u];
+            [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
+                vec4 a;
+                [[unroll]] for (uint y = 0u; y < 4u; y++) {
+                    const uint x = 4u * x4 + y, j = j0 + x;
+                    const float m = i == j ? 1.0 : exp(i > j ? ei - ej[x] : pj[x] - pi);
+                    a[y] = (i / C == j / C && i < L && j < L) ? acc[0][x] * m : 0.0;
+                }
+                s_A[(i * TW + j0) / 4u + x4] = a;
+            }
+            ROTATE_ROWS(acc, CB)
+        }
+    }
+    barrier();
+
+    // ---- output ----
+    const uint col0 = vt * TW + ci * CB;
+    const uint slot = c * nsub + i0 / C;   // chunk of rows i0 .. i0 + RB - 1
+    const uint sbase = (h * pc.ntiles * nsub + slot) * 2u * Kp;  // forward rows; backward + Kp
+    float den[RB], fe[RB], fx[RB];
+    uint qr[RB];
+    [[unroll]] for (uint r4 = 0u; r4 < RB / 4u; r4++) {
+        const vec4 e = exp(s_e4[i0 / 4u + r4]), x = exp(s_x4[i0 / 4u + r4]);
+        [[unroll]] for (uint y = 0u; y < 4u; y++) {
+            fe[4u * r4 + y] = e[y];
+            fx[4u * r4 + y] = x[y];
+        }
+    }
+    [[unroll]] for (uint r = 0u; r < RB; r++) {
+        qr[r] = q_row(b, tb + min(i0 + r, L - 1u), h);
+        den[r] = 0.0;
+        [[unroll]] for (uint x = 0u; x < CB; x++)
+            acc[r][x] = 0.0;
+    }
+
+    // past and future through the two states
+    [[dont_unroll]] for (uint k = 0u; k < pc.K; k += 4u) {
+        vec4 sf[4][CB / 4u], sb[4][CB / 4u];
+        [[unroll]] for (uint kk = 0u; kk < 4u; kk++) {
+            const uint rf = pc.st_base + (sbase + k + kk) * Va + col0;
+            const uint rb = rf + Kp * Va;
+            // columns past Va read a valid column instead: they only feed outputs never stored
+            [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
+                const uint cx = min(col0 + 4u * x4, Va - 4u) - col0;
+                sf[kk][x4] = st4_buf[(rf + cx) >> 2u];
+                sb[kk][x4] = st4_buf[(rb + cx) >> 2u];
+            }
+        }
+        vec4 zf = vec4(0.0), zb = vec4(0.0);
+        if (NORMALIZE) {
+            zf = z4_buf[(pc.z_base + sbase + k) >> 2u];
+            zb = z4_buf[(pc.z_base + sbase + Kp + k) >> 2u];
+        }
+        [[unroll]] for (uint r = 0u; r < RB; r++) {
+            const vec4 q = ld_q4(qr[r], k);
+            const vec4 qf = q * fe[r], qb = q * fx[r];
+            den[r] += dot(qf, zf) + dot(qb, zb);
+            [[unroll]] for (uint kk = 0u; kk < 4u; kk++)
+                [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
+                    const vec4 u = qf[kk] * sf[kk][x4] + qb[kk] * sb[kk][x4];
+                    acc[r][4u * x4] += u.x;
+                    acc[r][4u * x4 + 1u] += u.y;
+                    acc[r][4u * x4 + 2u] += u.z;
+                    acc[r][4u * x4 + 3u] += u.w;
+                }
+        }
+    }
+
+    // inside the chunk
+    const uint jlo = (i0 / C) * C;
+    const uint jhi = min(jlo + C, L);
+    AV_BLOCK(s_A, i0, jlo, jhi, tb, L - 1u, h, b, col0, acc, den)
+    STORE_BLOCK(i0, L, tb, h, b, col0, acc, den)
+}
