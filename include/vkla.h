@@ -222,6 +222,24 @@ VKLA_API vkla_result vkla_context_device_info(vkla_context *ctx, vkla_device_inf
 /* Devices visible to a fresh instance (for tools); fills up to *count entries. */
 VKLA_API vkla_result vkla_enumerate_devices(vkla_device_info *infos, uint32_t *count);
 
+/* The device's own roofline, measured on the context's queue with GPU timestamps: peak
+ * multiply-add throughput (a kernel of many independent FMA chains per thread, 2 FLOPs per FMA)
+ * and the bandwidth of a large buffer-to-buffer copy (vec4 loads and stores). Takes well under
+ * a second on a GPU, a few seconds on a CPU device; the result does not change for a context,
+ * so callers can keep it. Nothing is cached by the library. */
+typedef struct vkla_roofline {
+    double fma_f32_gflops;        /* f32 FMA throughput, GFLOP/s */
+    double fma_f16_gflops;        /* f16 FMA throughput (needs shaderFloat16 on the context),
+                                   * 0 when not measured */
+    double copy_gbs;              /* copy bandwidth: (bytes read + bytes written) / s / 1e9 */
+    uint64_t copy_bytes;          /* size of the buffer copied */
+    uint32_t fma_workgroups;      /* launch the FMA probe settled on */
+    uint32_t fma_local_size;
+    double fma_time_us, copy_time_us; /* best GPU time of one probe dispatch (of 7) */
+} vkla_roofline;
+
+VKLA_API vkla_result vkla_device_roofline(vkla_context *ctx, vkla_roofline *out);
+
 /* Number of validation messages seen since the context was created (validation contexts). */
 VKLA_API uint32_t vkla_validation_message_count(const vkla_context *ctx);
 
@@ -324,37 +342,6 @@ VKLA_API vkla_result vkla_linear_attn_scratch_size(vkla_context *ctx,
 VKLA_API vkla_result vkla_linear_attn_bench(vkla_context *ctx, const vkla_linear_attn_args *args,
                                             uint32_t warmup, uint32_t reps, double *times_us);
 
-/* SPEC section 2 (DeltaNet; Gated DeltaNet with g). q, k: [B,T,H,K]; v, o: [B,T,HV,V] with HV a
- * multiple of H (value head j reads q/k head j / (HV/H)); all four the same dtype (f32/f16/bf16).
- * beta: [B,T,HV] f32 (required); g: [B,T,HV] f32 log gate (optional); h0, ht: [N,HV,K,V] f32.
- * l2norm: q and k are replaced by x / sqrt(sum x^2 + 1e-6) inside the op. beta, g and the
- * states must be contiguous. Outputs must not overlap inputs, except that h0 and ht may be the
- * same tensor (the state is updated in place, as in a decode step).
- * Forms: chunk (WY / UT transform, the default) and recurrent (also the decode step).
- * The chunk form's scratch must start 16-byte aligned. */
-typedef struct vkla_delta_rule_args {
-    vkla_form form;
-    vkla_tensor q, k, v, o;
-    vkla_tensor beta, g;
-    vkla_tensor h0, ht;
-    const int32_t *cu_seqlens;   /* host array of num_seqs + 1 offsets, or NULL */
-    uint32_t num_seqs;
-    float scale;                 /* 0 = K^-1/2 */
-    int l2norm;
-    uint32_t chunk_size;         /* 0 = 64; 16, 32 or 64 */
-    vkla_buffer *scratch;
-    uint64_t scratch_offset;
-} vkla_delta_rule_args;
-
-VKLA_API vkla_result vkla_delta_rule_run(vkla_context *ctx, const vkla_delta_rule_args *args);
-VKLA_API vkla_result vkla_delta_rule_record(vkla_context *ctx, VkCommandBuffer cmd,
-                                            const vkla_delta_rule_args *args);
-VKLA_API vkla_result vkla_delta_rule_scratch_size(vkla_context *ctx,
-                                                  const vkla_delta_rule_args *args,
-                                                  uint64_t *bytes);
-VKLA_API vkla_result vkla_delta_rule_bench(vkla_context *ctx, const vkla_delta_rule_args *args,
-                                           uint32_t warmup, uint32_t reps, double *times_us);
-
 /* SPEC section 3: LION bidirectional linear attention (every token attends to every token of its
  * own sequence). q, k: [B,T,H,K]; v, o: [B,T,H,V] (f32/f16/bf16, all four the same dtype).
  * Per-token log decay a_t (natural log, finite, <= 0): g[b,t,h] (LION-S) plus g_gamma[h]
@@ -385,6 +372,37 @@ VKLA_API vkla_result vkla_lion_scratch_size(vkla_context *ctx, const vkla_lion_a
                                             uint64_t *bytes);
 VKLA_API vkla_result vkla_lion_bench(vkla_context *ctx, const vkla_lion_args *args,
                                      uint32_t warmup, uint32_t reps, double *times_us);
+
+/* SPEC section 2 (DeltaNet; Gated DeltaNet with g). q, k: [B,T,H,K]; v, o: [B,T,HV,V] with HV a
+ * multiple of H (value head j reads q/k head j / (HV/H)); all four the same dtype (f32/f16/bf16).
+ * beta: [B,T,HV] f32 (required); g: [B,T,HV] f32 log gate (optional); h0, ht: [N,HV,K,V] f32.
+ * l2norm: q and k are replaced by x / sqrt(sum x^2 + 1e-6) inside the op. beta, g and the
+ * states must be contiguous. Outputs must not overlap inputs, except that h0 and ht may be the
+ * same tensor (the state is updated in place, as in a decode step).
+ * Forms: chunk (WY / UT transform, the default) and recurrent (also the decode step).
+ * The chunk form's scratch must start 16-byte aligned. */
+typedef struct vkla_delta_rule_args {
+    vkla_form form;
+    vkla_tensor q, k, v, o;
+    vkla_tensor beta, g;
+    vkla_tensor h0, ht;
+    const int32_t *cu_seqlens;   /* host array of num_seqs + 1 offsets, or NULL */
+    uint32_t num_seqs;
+    float scale;                 /* 0 = K^-1/2 */
+    int l2norm;
+    uint32_t chunk_size;         /* 0 = 64; 16, 32 or 64 */
+    vkla_buffer *scratch;
+    uint64_t scratch_offset;
+} vkla_delta_rule_args;
+
+VKLA_API vkla_result vkla_delta_rule_run(vkla_context *ctx, const vkla_delta_rule_args *args);
+VKLA_API vkla_result vkla_delta_rule_record(vkla_context *ctx, VkCommandBuffer cmd,
+                                            const vkla_delta_rule_args *args);
+VKLA_API vkla_result vkla_delta_rule_scratch_size(vkla_context *ctx,
+                                                  const vkla_delta_rule_args *args,
+                                                  uint64_t *bytes);
+VKLA_API vkla_result vkla_delta_rule_bench(vkla_context *ctx, const vkla_delta_rule_args *args,
+                                           uint32_t warmup, uint32_t reps, double *times_us);
 
 #ifdef __cplusplus
 }

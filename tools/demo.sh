@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, lists the devices, then runs causal linear
-# attention on a demo input on the best device (lavapipe when there is no GPU), checks it
-# against the float64 reference, and benchmarks the chunk and recurrent forms.
+# The main job: installs what is missing, builds, lists the devices, runs causal linear
+# attention on a demo input on the best device (lavapipe when there is no GPU) and checks it
+# against the float64 reference, then runs vkla-bench's quick suite there: every op x form x
+# dtype, each checked against the reference and timed, as a fraction of the device's own
+# measured peak (roofline). The table goes to the terminal; JSON lines and an SVG plot to
+# ${VKLA_BENCH_OUT:-build}/bench-quick.{jsonl,svg}. Extra arguments go to vkla-bench
+# (e.g. --device 1, --reps 10).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/tools/setup-deps.sh"
@@ -16,5 +20,7 @@ for form in chunk recurrent; do
     "$bin/vkla-run" linear_attn --form "$form" --in "$demo/in" --out "$demo/out-$form" --check
 done
 echo
-"$bin/vkla-bench" --op linear_attn --form recurrent,chunk --dtype f32,f16 --B 1 --T 4096 --H 4 \
-    --K 64 --V 64 --gate g --reps 5 --warmup 1 "$@"
+out=${VKLA_BENCH_OUT:-$bin}
+mkdir -p "$out"
+"$bin/vkla-bench" --suite quick --check --json "$out/bench-quick.jsonl" --svg "$out/bench-quick.svg" "$@"
+echo "results: $out/bench-quick.jsonl (JSON lines), $out/bench-quick.svg (plot)"
