@@ -37,32 +37,6 @@ typedef struct plan {
     uint64_t work_rec; /* vec4s per (value head, chunk) work record: C (2 K4 + V4 + 1) */
 } plan;
 
-static bool contiguous(const vkla_tensor *t)
-{
-    uint64_t packed = 1;
-    for (int i = (int)t->ndim - 1; i >= 0; i--) {
-        if (t->strides[i] && t->strides[i] != packed && t->shape[i] != 1)
-            return false;
-        packed *= t->shape[i];
-    }
-    return true;
-}
-
-/* an fp32, contiguous tensor of the given shape; absent is fine unless required */
-static vkla_result check_f32(vkla_context *ctx, const char *name, const vkla_tensor *t,
-                             uint32_t ndim, const uint64_t *shape, uint32_t flag, uint32_t *flags)
-{
-    if (!t->buffer)
-        return VKLA_SUCCESS;
-    vkla_result r = vkla__check_tensor(ctx, OP, name, t, ndim, shape, F32_ONLY);
-    if (r != VKLA_SUCCESS)
-        return r;
-    if (!contiguous(t))
-        return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": %s must be contiguous", name);
-    *flags |= flag;
-    return VKLA_SUCCESS;
-}
-
 /* Can the kernels read (write) t four elements at a time? Its last dimension and strides must
  * be multiples of 4 and every binding window must start 4-element aligned. */
 static bool vec4_view(const vkla_context *ctx, const vkla_tensor *t)
@@ -144,10 +118,14 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_delta_rule_args *a, p
 
     uint64_t sb[3] = {p->B, p->T, p->HV}, sh[4] = {p->N, p->HV, K, V};
     uint32_t beta_flag = 0;
-    if ((r = check_f32(ctx, "beta", &a->beta, 3, sb, 1, &beta_flag)) != VKLA_SUCCESS ||
-        (r = check_f32(ctx, "g", &a->g, 3, sb, F_G, &p->flags)) != VKLA_SUCCESS ||
-        (r = check_f32(ctx, "h0", &a->h0, 4, sh, F_H0, &p->flags)) != VKLA_SUCCESS ||
-        (r = check_f32(ctx, "ht", &a->ht, 4, sh, F_HT, &p->flags)) != VKLA_SUCCESS)
+    if ((r = vkla__check_f32_opt(ctx, OP, "beta", &a->beta, 3, sb,
+                                 1, &beta_flag)) != VKLA_SUCCESS ||
+        (r = vkla__check_f32_opt(ctx, OP, "g", &a->g, 3, sb,
+                                 F_G, &p->flags)) != VKLA_SUCCESS ||
+        (r = vkla__check_f32_opt(ctx, OP, "h0", &a->h0, 4, sh,
+                                 F_H0, &p->flags)) != VKLA_SUCCESS ||
+        (r = vkla__check_f32_opt(ctx, OP, "ht", &a->ht, 4, sh,
+                                 F_HT, &p->flags)) != VKLA_SUCCESS)
         goto fail;
     if (a->l2norm)
         p->flags |= F_L2NORM;
@@ -251,41 +229,12 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_del
         return r;
     vkla_split *splits = NULL;
     uint32_t nsplit = 0;
-    vkla_buffer *scr = a->scratch;
-    uint64_t soff = a->scratch_offset;
-    if (p.scratch_bytes) {
-        if (!scr) {
-            if (!run_mode) {
-                r = vkla__fail(ctx, VKLA_ERROR_NULL_POINTER,
-                               OP ": this call needs %llu bytes of scratch; pass args.scratch "
-                               "when recording", (unsigned long long)p.scratch_bytes);
-                goto done;
-            }
-            if ((r = vkla__ensure_scratch(ctx, p.scratch_bytes)) != VKLA_SUCCESS)
-                goto done;
-            scr = ctx->scratch;
-            soff = 0;
-        }
-        uint64_t al = ctx->caps.props.limits.minStorageBufferOffsetAlignment;
-        if ((scr->base + soff) % 16) {
-            r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
-                           OP ": scratch must start 16-byte aligned (buffer offset + scratch_offset)");
-            goto done;
-        }
-        if (al && soff % al) {
-            r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
-                           OP ": scratch_offset %llu is not a multiple of %llu",
-                           (unsigned long long)soff, (unsigned long long)al);
-            goto done;
-        }
-        if (soff > scr->size || scr->size - soff < p.scratch_bytes) {
-            r = vkla__fail(ctx, VKLA_ERROR_SCRATCH_TOO_SMALL,
-                           OP ": scratch has %llu bytes after the offset, %llu needed",
-                           (unsigned long long)(soff <= scr->size ? scr->size - soff : 0),
-                           (unsigned long long)p.scratch_bytes);
-            goto done;
-        }
-    }
+    vkla_buffer *scr;
+    uint64_t soff;
+    r = vkla__resolve_scratch(ctx, OP, p.scratch_bytes, a->scratch, a->scratch_offset, run_mode,
+                              16, &scr, &soff);
+    if (r != VKLA_SUCCESS)
+        goto done;
 
     vkla_bind binds[B_COUNT];
     memset(binds, 0, sizeof(binds));
@@ -416,45 +365,10 @@ done:
     return r;
 }
 
-vkla_result vkla_delta_rule_record(vkla_context *ctx, VkCommandBuffer cmd,
-                                   const vkla_delta_rule_args *args)
+static vkla_result op_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)
 {
-    if (!ctx)
-        return VKLA_ERROR_NULL_POINTER;
-    if (cmd == VK_NULL_HANDLE)
-        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": command buffer is VK_NULL_HANDLE");
-    return record(ctx, cmd, args, false);
-}
-
-vkla_result vkla_delta_rule_run(vkla_context *ctx, const vkla_delta_rule_args *args)
-{
-    if (!ctx)
-        return VKLA_ERROR_NULL_POINTER;
-    plan p; /* validate before touching the command buffer */
-    vkla_result r = make_plan(ctx, args, &p);
-    if (r != VKLA_SUCCESS)
-        return r;
-    vkla__seqs_free(&p.seqs);
-    VkCommandBuffer cmd;
-    if ((r = vkla__begin_run(ctx, &cmd)) != VKLA_SUCCESS)
-        return r;
-    r = record(ctx, cmd, args, true);
-    if (r != VKLA_SUCCESS) {
-        ctx->vk.vkEndCommandBuffer(cmd);
-        return r;
-    }
-    return vkla__submit_wait(ctx);
-}
-
-vkla_result vkla_delta_rule_scratch_size(vkla_context *ctx, const vkla_delta_rule_args *args,
-                                         uint64_t *bytes)
-{
-    if (!ctx)
-        return VKLA_ERROR_NULL_POINTER;
-    if (!bytes)
-        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": bytes is NULL");
     plan p;
-    vkla_result r = make_plan(ctx, args, &p);
+    vkla_result r = make_plan(ctx, (const vkla_delta_rule_args *)args, &p);
     if (r != VKLA_SUCCESS)
         return r;
     *bytes = p.scratch_bytes;
@@ -462,21 +376,31 @@ vkla_result vkla_delta_rule_scratch_size(vkla_context *ctx, const vkla_delta_rul
     return VKLA_SUCCESS;
 }
 
-static vkla_result bench_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args)
+static vkla_result op_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args,
+                             bool run_mode)
 {
-    return record(ctx, cmd, (const vkla_delta_rule_args *)args, true);
+    return record(ctx, cmd, (const vkla_delta_rule_args *)args, run_mode);
 }
 
-vkla_result vkla_delta_rule_bench(vkla_context *ctx, const vkla_delta_rule_args *args,
-                                  uint32_t warmup, uint32_t reps, double *times_us)
+static const vkla_op_impl IMPL = {OP, op_scratch, op_record};
+
+vkla_result vkla_delta_rule_record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_delta_rule_args *args)
 {
-    if (!ctx)
-        return VKLA_ERROR_NULL_POINTER;
-    uint64_t need = 0;
-    vkla_result r = vkla_delta_rule_scratch_size(ctx, args, &need);
-    if (r != VKLA_SUCCESS)
-        return r;
-    if (need && !args->scratch && (r = vkla__ensure_scratch(ctx, need)) != VKLA_SUCCESS)
-        return r;
-    return vkla__bench(ctx, bench_record, args, warmup, reps, times_us);
+    return vkla__op_record(&IMPL, ctx, cmd, args);
+}
+
+vkla_result vkla_delta_rule_run(vkla_context *ctx, const vkla_delta_rule_args *args)
+{
+    return vkla__op_run(&IMPL, ctx, args);
+}
+
+vkla_result vkla_delta_rule_scratch_size(vkla_context *ctx, const vkla_delta_rule_args *args, uint64_t *bytes)
+{
+    return vkla__op_scratch_size(&IMPL, ctx, args, bytes);
+}
+
+vkla_result vkla_delta_rule_bench(vkla_context *ctx, const vkla_delta_rule_args *args, uint32_t warmup,
+                              uint32_t reps, double *times_us)
+{
+    return vkla__op_bench(&IMPL, ctx, args, args ? args->scratch : NULL, warmup, reps, times_us);
 }

@@ -250,4 +250,39 @@ typedef vkla_result (*vkla_record_fn)(vkla_context *ctx, VkCommandBuffer cmd, co
 vkla_result vkla__bench(vkla_context *ctx, vkla_record_fn rec, const void *args,
                         uint32_t warmup, uint32_t reps, double *times_us);
 
+/* ------------------------------------------------------------------------------------------
+ * Op plumbing (host/op.c)
+ * ---------------------------------------------------------------------------------------- */
+
+/* What an op family provides; the public run/record/scratch_size/bench calls are built on it. */
+typedef struct vkla_op_impl {
+    const char *name;
+    /* validates args; the bytes of scratch the call needs */
+    vkla_result (*scratch)(vkla_context *ctx, const void *args, uint64_t *bytes);
+    /* records the op; run_mode lets it fall back to the context's own scratch */
+    vkla_result (*record)(vkla_context *ctx, VkCommandBuffer cmd, const void *args, bool run_mode);
+} vkla_op_impl;
+
+vkla_result vkla__op_record(const vkla_op_impl *op, vkla_context *ctx, VkCommandBuffer cmd,
+                            const void *args);
+vkla_result vkla__op_run(const vkla_op_impl *op, vkla_context *ctx, const void *args);
+vkla_result vkla__op_scratch_size(const vkla_op_impl *op, vkla_context *ctx, const void *args,
+                                  uint64_t *bytes);
+vkla_result vkla__op_bench(const vkla_op_impl *op, vkla_context *ctx, const void *args,
+                           const vkla_buffer *args_scratch, uint32_t warmup, uint32_t reps,
+                           double *times_us);
+
+/* The scratch a call uses: the caller's (checked for size and alignment; start_align 0 = only
+ * minStorageBufferOffsetAlignment) or, in run mode without one, the context's own. */
+vkla_result vkla__resolve_scratch(vkla_context *ctx, const char *op, uint64_t need,
+                                  vkla_buffer *buf, uint64_t offset, bool run_mode,
+                                  uint64_t start_align, vkla_buffer **out, uint64_t *out_offset);
+
+/* Strides 0 or packed (size-1 dimensions may carry any stride). */
+bool vkla__tensor_contiguous(const vkla_tensor *t);
+/* An optional f32 contiguous tensor of the given shape; sets flag in *flags when present. */
+vkla_result vkla__check_f32_opt(vkla_context *ctx, const char *op, const char *name,
+                                const vkla_tensor *t, uint32_t ndim, const uint64_t *shape,
+                                uint32_t flag, uint32_t *flags);
+
 #endif

@@ -48,17 +48,6 @@ typedef struct plan {
     uint64_t off_seq, off_chunk, off_st, off_z, st_elems, z_elems, scratch_bytes;
 } plan;
 
-static bool contiguous(const vkla_tensor *t)
-{
-    uint64_t packed = 1;
-    for (int i = (int)t->ndim - 1; i >= 0; i--) {
-        if (t->strides[i] && t->strides[i] != packed)
-            return false;
-        packed *= t->shape[i];
-    }
-    return true;
-}
-
 /* Rows of a [B,T,H,X] tensor can be read as 4-element vectors: X, the strides and the start
  * (in elements of the buffer) are multiples of 4. */
 static bool vec4_rows(const vkla_tensor *t)
@@ -68,20 +57,6 @@ static bool vec4_rows(const vkla_tensor *t)
     uint64_t es = vkla_dtype_size(t->dtype);
     return t->shape[3] % 4 == 0 && st[0] % 4 == 0 && st[1] % 4 == 0 && st[2] % 4 == 0 &&
            (t->buffer->base + t->offset) % (4 * es) == 0;
-}
-
-static vkla_result check_opt(vkla_context *ctx, const char *name, const vkla_tensor *t,
-                             uint32_t ndim, const uint64_t *shape, uint32_t flag, uint32_t *flags)
-{
-    if (!t->buffer)
-        return VKLA_SUCCESS;
-    vkla_result r = vkla__check_tensor(ctx, OP, name, t, ndim, shape, F32_ONLY);
-    if (r != VKLA_SUCCESS)
-        return r;
-    if (!contiguous(t))
-        return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": %s must be contiguous", name);
-    *flags |= flag;
-    return VKLA_SUCCESS;
 }
 
 static vkla_result make_plan(vkla_context *ctx, const vkla_lion_args *a, plan *p)
@@ -151,8 +126,10 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_args *a, plan *p
         p->flags |= F_VARLEN;
 
     uint64_t sg[3] = {p->B, p->T, p->H}, sgam[1] = {p->H};
-    if ((r = check_opt(ctx, "g", &a->g, 3, sg, F_G, &p->flags)) != VKLA_SUCCESS ||
-        (r = check_opt(ctx, "g_gamma", &a->g_gamma, 1, sgam, F_GAMMA, &p->flags)) != VKLA_SUCCESS)
+    if ((r = vkla__check_f32_opt(ctx, OP, "g", &a->g, 3, sg,
+                                 F_G, &p->flags)) != VKLA_SUCCESS ||
+        (r = vkla__check_f32_opt(ctx, OP, "g_gamma", &a->g_gamma, 1, sgam,
+                                 F_GAMMA, &p->flags)) != VKLA_SUCCESS)
         goto fail;
     if (a->normalize)
         p->flags |= F_NORM;
@@ -308,36 +285,12 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         return r;
     vkla_split *splits = NULL;
     uint32_t nsplit = 0;
-    vkla_buffer *scr = a->scratch;
-    uint64_t soff = a->scratch_offset;
-    if (p.scratch_bytes) {
-        if (!scr) {
-            if (!run_mode) {
-                r = vkla__fail(ctx, VKLA_ERROR_NULL_POINTER,
-                               OP ": this call needs %llu bytes of scratch; pass args.scratch "
-                               "when recording", (unsigned long long)p.scratch_bytes);
-                goto done;
-            }
-            if ((r = vkla__ensure_scratch(ctx, p.scratch_bytes)) != VKLA_SUCCESS)
-                goto done;
-            scr = ctx->scratch;
-            soff = 0;
-        }
-        uint64_t al = ctx->caps.props.limits.minStorageBufferOffsetAlignment;
-        if (al && soff % al) {
-            r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
-                           OP ": scratch_offset %llu is not a multiple of %llu",
-                           (unsigned long long)soff, (unsigned long long)al);
-            goto done;
-        }
-        if (soff > scr->size || scr->size - soff < p.scratch_bytes) {
-            r = vkla__fail(ctx, VKLA_ERROR_SCRATCH_TOO_SMALL,
-                           OP ": scratch has %llu bytes after the offset, %llu needed",
-                           (unsigned long long)(soff <= scr->size ? scr->size - soff : 0),
-                           (unsigned long long)p.scratch_bytes);
-            goto done;
-        }
-    }
+    vkla_buffer *scr;
+    uint64_t soff;
+    r = vkla__resolve_scratch(ctx, OP, p.scratch_bytes, a->scratch, a->scratch_offset, run_mode,
+                              0, &scr, &soff);
+    if (r != VKLA_SUCCESS)
+        goto done;
     /* score tiles of 64 x 64 floats plus a few rows of decays live in shared memory */
     if (ctx->caps.props.limits.maxComputeSharedMemorySize < 20 * 1024) {
         r = vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
@@ -541,43 +494,10 @@ done:
     return r;
 }
 
-vkla_result vkla_lion_record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_args *args)
+static vkla_result op_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)
 {
-    if (!ctx)
-        return VKLA_ERROR_NULL_POINTER;
-    if (cmd == VK_NULL_HANDLE)
-        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": command buffer is VK_NULL_HANDLE");
-    return record(ctx, cmd, args, false);
-}
-
-vkla_result vkla_lion_run(vkla_context *ctx, const vkla_lion_args *args)
-{
-    if (!ctx)
-        return VKLA_ERROR_NULL_POINTER;
-    plan p; /* validate before touching the command buffer */
-    vkla_result r = make_plan(ctx, args, &p);
-    if (r != VKLA_SUCCESS)
-        return r;
-    vkla__seqs_free(&p.seqs);
-    VkCommandBuffer cmd;
-    if ((r = vkla__begin_run(ctx, &cmd)) != VKLA_SUCCESS)
-        return r;
-    r = record(ctx, cmd, args, true);
-    if (r != VKLA_SUCCESS) {
-        ctx->vk.vkEndCommandBuffer(cmd);
-        return r;
-    }
-    return vkla__submit_wait(ctx);
-}
-
-vkla_result vkla_lion_scratch_size(vkla_context *ctx, const vkla_lion_args *args, uint64_t *bytes)
-{
-    if (!ctx)
-        return VKLA_ERROR_NULL_POINTER;
-    if (!bytes)
-        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": bytes is NULL");
     plan p;
-    vkla_result r = make_plan(ctx, args, &p);
+    vkla_result r = make_plan(ctx, (const vkla_lion_args *)args, &p);
     if (r != VKLA_SUCCESS)
         return r;
     *bytes = p.scratch_bytes;
@@ -585,21 +505,31 @@ vkla_result vkla_lion_scratch_size(vkla_context *ctx, const vkla_lion_args *args
     return VKLA_SUCCESS;
 }
 
-static vkla_result bench_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args)
+static vkla_result op_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args,
+                             bool run_mode)
 {
-    return record(ctx, cmd, (const vkla_lion_args *)args, true);
+    return record(ctx, cmd, (const vkla_lion_args *)args, run_mode);
+}
+
+static const vkla_op_impl IMPL = {OP, op_scratch, op_record};
+
+vkla_result vkla_lion_record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_args *args)
+{
+    return vkla__op_record(&IMPL, ctx, cmd, args);
+}
+
+vkla_result vkla_lion_run(vkla_context *ctx, const vkla_lion_args *args)
+{
+    return vkla__op_run(&IMPL, ctx, args);
+}
+
+vkla_result vkla_lion_scratch_size(vkla_context *ctx, const vkla_lion_args *args, uint64_t *bytes)
+{
+    return vkla__op_scratch_size(&IMPL, ctx, args, bytes);
 }
 
 vkla_result vkla_lion_bench(vkla_context *ctx, const vkla_lion_args *args, uint32_t warmup,
-                            uint32_t reps, double *times_us)
+                              uint32_t reps, double *times_us)
 {
-    if (!ctx)
-        return VKLA_ERROR_NULL_POINTER;
-    uint64_t need = 0;
-    vkla_result r = vkla_lion_scratch_size(ctx, args, &need);
-    if (r != VKLA_SUCCESS)
-        return r;
-    if (need && !args->scratch && (r = vkla__ensure_scratch(ctx, need)) != VKLA_SUCCESS)
-        return r;
-    return vkla__bench(ctx, bench_record, args, warmup, reps, times_us);
+    return vkla__op_bench(&IMPL, ctx, args, args ? args->scratch : NULL, warmup, reps, times_us);
 }
