@@ -362,7 +362,8 @@ static vkla_result op_record(vkla_context *ctx, VkCommandBuffer cmd, const void 
 
 static const vkla_op_impl IMPL = {OP, op_scratch, op_record};
 
-vkla_result vkla_linear_attn_record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_linear_attn_args *args)
+vkla_result vkla_linear_attn_record(vkla_context *ctx, VkCommandBuffer cmd,
+                                    const vkla_linear_attn_args *args)
 {
     return vkla__op_record(&IMPL, ctx, cmd, args);
 }
@@ -372,13 +373,14 @@ vkla_result vkla_linear_attn_run(vkla_context *ctx, const vkla_linear_attn_args 
     return vkla__op_run(&IMPL, ctx, args);
 }
 
-vkla_result vkla_linear_attn_scratch_size(vkla_context *ctx, const vkla_linear_attn_args *args, uint64_t *bytes)
+vkla_result vkla_linear_attn_scratch_size(vkla_context *ctx, const vkla_linear_attn_args *args,
+                                          uint64_t *bytes)
 {
     return vkla__op_scratch_size(&IMPL, ctx, args, bytes);
 }
 
-vkla_result vkla_linear_attn_bench(vkla_context *ctx, const vkla_linear_attn_args *args, uint32_t warmup,
-                              uint32_t reps, double *times_us)
+vkla_result vkla_linear_attn_bench(vkla_context *ctx, const vkla_linear_attn_args *args,
+                                   uint32_t warmup, uint32_t reps, double *times_us)
 {
     return vkla__op_bench(&IMPL, ctx, args, args ? args->scratch : NULL, warmup, reps, times_us);
 }
