@@ -28,6 +28,9 @@
 #include "common.h"
 #include "vkla_ref.h"
 
+#ifdef VKLA_HAVE_COMMIT_H
+#include "vkla_commit.h"
+#endif
 #ifndef VKLA_COMMIT
 #define VKLA_COMMIT "unknown"
 #endif
