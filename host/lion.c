@@ -253,15 +253,6 @@ static vkla_result pipeline(vkla_context *ctx, const char *kernel, int dtype, ui
     return vkla__get_pipeline(ctx, name, spec, 4, B_COUNT, 0, out);
 }
 
-static vkla_result launch_all(vkla_context *ctx, VkCommandBuffer cmd, const plan *p,
-                              const vkla_split *splits, uint32_t nsplit, const vkla_launch *l)
-{
-    vkla_result r = VKLA_SUCCESS;
-    for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++)
-        r = vkla__launch(ctx, cmd, &p->seqs, &splits[i], l);
-    return r;
-}
-
 /* A packed [B,T,H,xp] f32 region of the scratch. */
 static vkla_bind packed_bind(const plan *p, vkla_buffer *scr, uint64_t base, const view *v,
                              uint64_t *st)
@@ -405,7 +396,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         l.pipe = pp;
         l.grid_x = 1;
         l.grid_z = VKLA_GRID_CHUNKS;
-        if ((r = launch_all(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS)
+        if ((r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
         packed_any = true;
     }
@@ -430,7 +421,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         l.pipe = p1;
         l.grid_x = p.nvt;
         l.grid_z = VKLA_GRID_CHUNKS;
-        if ((r = launch_all(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS)
+        if ((r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
     } else if (p.form == VKLA_FORM_RNN) {
         if ((r = pipeline(ctx, "rnn_scan", -1, tile_lanes, rb, 1, &p1)) != VKLA_SUCCESS ||
@@ -440,7 +431,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         l.pipe = p1;
         l.grid_x = p.nkt * p.nvt * 2;
         l.grid_z = VKLA_GRID_SEQS;
-        if ((r = launch_all(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS)
+        if ((r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
         vkla__compute_barrier(ctx, cmd);
         /* the combine writes the caller's o in its own dtype and layout */
@@ -449,7 +440,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         l.pipe = p2;
         l.grid_x = p.nvt;
         l.grid_z = VKLA_GRID_CHUNKS;
-        r = launch_all(ctx, cmd, &p, splits, nsplit, &l);
+        r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
         goto done;
     } else {
         /* chunk form: the two state scans, then the outputs of all chunks */
@@ -459,13 +450,13 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         l.pipe = p1;
         l.grid_x = p.nkt * p.nvt * 2;
         l.grid_z = VKLA_GRID_SEQS;
-        if ((r = launch_all(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS)
+        if ((r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
         vkla__compute_barrier(ctx, cmd);
         l.pipe = p2;
         l.grid_x = p.nvt;
         l.grid_z = VKLA_GRID_CHUNKS;
-        if ((r = launch_all(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS)
+        if ((r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
     }
     if (p.vo.packed) {
@@ -486,7 +477,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         l.pipe = pu;
         l.grid_x = 1;
         l.grid_z = VKLA_GRID_CHUNKS;
-        r = launch_all(ctx, cmd, &p, splits, nsplit, &l);
+        r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
     }
 done:
     free(splits);
