@@ -404,6 +404,104 @@ VKLA_API vkla_result vkla_delta_rule_scratch_size(vkla_context *ctx,
 VKLA_API vkla_result vkla_delta_rule_bench(vkla_context *ctx, const vkla_delta_rule_args *args,
                                            uint32_t warmup, uint32_t reps, double *times_us);
 
+
+/* ---------------------------------------------------------------------------------------------
+ * Backward passes (SPEC section 4)
+ *
+ * Each backward op returns the gradients of  L = sum(dout * o) + sum(dht * ht)  (dht only for
+ * the causal ops; zero when absent) with respect to the forward's inputs. Same four calls,
+ * same zero-means-default rule, same tensor-view rules and same barrier contract as the
+ * forward ops (its inputs: the forward's inputs plus dout and dht; its outputs: the gradients).
+ *
+ * The args hold the forward's args unchanged in `fwd`, so a training loop passes the very
+ * struct it gave vkla_X_run / vkla_X_record. The backward reads only fwd's inputs and options
+ * (q k v, gates, beta, h0, z0, cu_seqlens/num_seqs, scale, normalize, eps, l2norm,
+ * chunk_size); fwd's outputs (o, ht, zt) and fwd.scratch are ignored, and fwd.form is only
+ * checked: the backward is chunkwise for every form (linear in T, parallel over chunks), since
+ * the gradient of an op does not depend on the form that computed it.
+ *
+ * What the backward reads from the forward: nothing. It recomputes the states entering each
+ * chunk in its own scratch (vkla_X_backward_scratch_size says how much), so the forward need
+ * not save anything and the caller keeps no activations besides the op's inputs.
+ *
+ * Gradient tensors: each is optional; a gradient whose buffer is NULL is not computed. A
+ * gradient of an input that was not given must be absent. Each has the shape of its input;
+ * dq, dk, dv take the dtype of q, k, v (any strides, like q k v); dg, dg_gamma, dgk, dbeta and
+ * dh0 are f32 and contiguous. dout has the shape and dtype of o; dht is f32 [N,H(V),K,V].
+ * Gradients must not overlap each other, dout, dht or any forward input.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Gradients of vkla_linear_attn (SPEC sections 1 and 4). With normalize, the gradients are
+ * those of the normalised output (z enters through the denominator; z0 gets no gradient).
+ * dg [B,T,H], dg_gamma [H] (summed over all tokens and sequences), dgk [B,T,H,K],
+ * dh0 [N,H,K,V]. */
+typedef struct vkla_linear_attn_backward_args {
+    vkla_linear_attn_args fwd;   /* the forward's args (inputs and options) */
+    vkla_tensor dout;            /* [B,T,H,V], dtype of q (required) */
+    vkla_tensor dht;             /* [N,H,K,V] f32, optional */
+    vkla_tensor dq, dk, dv;
+    vkla_tensor dg, dg_gamma, dgk, dh0;
+    vkla_buffer *scratch;
+    uint64_t scratch_offset;
+} vkla_linear_attn_backward_args;
+
+VKLA_API vkla_result vkla_linear_attn_backward_run(vkla_context *ctx,
+                                                   const vkla_linear_attn_backward_args *args);
+VKLA_API vkla_result vkla_linear_attn_backward_record(vkla_context *ctx, VkCommandBuffer cmd,
+                                                      const vkla_linear_attn_backward_args *args);
+VKLA_API vkla_result vkla_linear_attn_backward_scratch_size(
+    vkla_context *ctx, const vkla_linear_attn_backward_args *args, uint64_t *bytes);
+VKLA_API vkla_result vkla_linear_attn_backward_bench(vkla_context *ctx,
+                                                     const vkla_linear_attn_backward_args *args,
+                                                     uint32_t warmup, uint32_t reps,
+                                                     double *times_us);
+
+/* Gradients of vkla_lion (SPEC sections 3 and 4): dq dk dv, dg [B,T,H] (LION-S) and dg_gamma
+ * [H] (LION-D, summed over all tokens and sequences). No states, so no dht or dh0. */
+typedef struct vkla_lion_backward_args {
+    vkla_lion_args fwd;          /* the forward's args (inputs and options) */
+    vkla_tensor dout;            /* [B,T,H,V], dtype of q (required) */
+    vkla_tensor dq, dk, dv;
+    vkla_tensor dg, dg_gamma;
+    vkla_buffer *scratch;
+    uint64_t scratch_offset;
+} vkla_lion_backward_args;
+
+VKLA_API vkla_result vkla_lion_backward_run(vkla_context *ctx,
+                                            const vkla_lion_backward_args *args);
+VKLA_API vkla_result vkla_lion_backward_record(vkla_context *ctx, VkCommandBuffer cmd,
+                                               const vkla_lion_backward_args *args);
+VKLA_API vkla_result vkla_lion_backward_scratch_size(vkla_context *ctx,
+                                                     const vkla_lion_backward_args *args,
+                                                     uint64_t *bytes);
+VKLA_API vkla_result vkla_lion_backward_bench(vkla_context *ctx,
+                                              const vkla_lion_backward_args *args,
+                                              uint32_t warmup, uint32_t reps, double *times_us);
+
+/* Gradients of vkla_delta_rule (SPEC sections 2 and 4): dq dk [B,T,H,K] (with grouped value
+ * heads, summed over the value heads that share a q/k head; with l2norm, with respect to the
+ * raw q and k given to the op), dv [B,T,HV,V], dbeta [B,T,HV], dg [B,T,HV], dh0 [N,HV,K,V]. */
+typedef struct vkla_delta_rule_backward_args {
+    vkla_delta_rule_args fwd;    /* the forward's args (inputs and options) */
+    vkla_tensor dout;            /* [B,T,HV,V], dtype of q (required) */
+    vkla_tensor dht;             /* [N,HV,K,V] f32, optional */
+    vkla_tensor dq, dk, dv;
+    vkla_tensor dbeta, dg, dh0;
+    vkla_buffer *scratch;
+    uint64_t scratch_offset;
+} vkla_delta_rule_backward_args;
+
+VKLA_API vkla_result vkla_delta_rule_backward_run(vkla_context *ctx,
+                                                  const vkla_delta_rule_backward_args *args);
+VKLA_API vkla_result vkla_delta_rule_backward_record(vkla_context *ctx, VkCommandBuffer cmd,
+                                                     const vkla_delta_rule_backward_args *args);
+VKLA_API vkla_result vkla_delta_rule_backward_scratch_size(
+    vkla_context *ctx, const vkla_delta_rule_backward_args *args, uint64_t *bytes);
+VKLA_API vkla_result vkla_delta_rule_backward_bench(vkla_context *ctx,
+                                                    const vkla_delta_rule_backward_args *args,
+                                                    uint32_t warmup, uint32_t reps,
+                                                    double *times_us);
+
 #ifdef __cplusplus
 }
 #endif

@@ -78,6 +78,36 @@ typedef struct vkla_ref_lion_args {
 } vkla_ref_lion_args;
 int vkla_ref_lion(const vkla_ref_lion_args *a);
 
+
+/* Gradients (SPEC section 4) of L = sum(dout * o) + sum(dht * ht), in float64, derived by hand
+ * from the recurrences above (a reverse pass per token), never from a chunked algorithm.
+ * fwd holds the forward's inputs and options; its outputs (o, ht, zt) may be NULL and are
+ * not written. Each gradient pointer may be NULL (not computed); a gradient of an absent
+ * input must be NULL. Shapes are those of the matching inputs (dg_gamma [H], summed over all
+ * tokens and sequences). */
+typedef struct vkla_ref_linear_attn_backward_args {
+  const vkla_ref_linear_attn_args *fwd;
+  const double *dout;          /* [B,T,H,V] */
+  const double *dht;           /* [N,H,K,V] or NULL */
+  double *dq, *dk, *dv, *dg, *dg_gamma, *dgk, *dh0;
+} vkla_ref_linear_attn_backward_args;
+int vkla_ref_linear_attn_backward(const vkla_ref_linear_attn_backward_args *a);
+
+typedef struct vkla_ref_delta_rule_backward_args {
+  const vkla_ref_delta_rule_args *fwd;
+  const double *dout;          /* [B,T,HV,V] */
+  const double *dht;           /* [N,HV,K,V] or NULL */
+  double *dq, *dk, *dv, *dbeta, *dg, *dh0;
+} vkla_ref_delta_rule_backward_args;
+int vkla_ref_delta_rule_backward(const vkla_ref_delta_rule_backward_args *a);
+
+typedef struct vkla_ref_lion_backward_args {
+  const vkla_ref_lion_args *fwd;
+  const double *dout;          /* [B,T,H,V] */
+  double *dq, *dk, *dv, *dg, *dg_gamma;
+} vkla_ref_lion_backward_args;
+int vkla_ref_lion_backward(const vkla_ref_lion_backward_args *a);
+
 /* helpers in ref_common.c */
 
 /* sum (ref-out)^2 / sum ref^2; if sum ref^2 == 0, returns sum (ref-out)^2 */
