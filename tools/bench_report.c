@@ -180,6 +180,7 @@ static void set_field(bench_rec *r, const char *key, const char *sval, int is_st
   static const struct { const char *k; size_t off, n; } strs[] = {
       {"op", offsetof(bench_rec, op), sizeof(((bench_rec *)0)->op)},
       {"form", offsetof(bench_rec, form), sizeof(((bench_rec *)0)->form)},
+      {"pass", offsetof(bench_rec, pass), sizeof(((bench_rec *)0)->pass)},
       {"dtype", offsetof(bench_rec, dtype), sizeof(((bench_rec *)0)->dtype)},
       {"gate", offsetof(bench_rec, gate), sizeof(((bench_rec *)0)->gate)},
       {"status", offsetof(bench_rec, status), sizeof(((bench_rec *)0)->status)},
@@ -349,7 +350,8 @@ int bench_read_jsonl(const char *path, bench_rec **recs, int *n, char *err, size
  * ---------------------------------------------------------------------------------------- */
 void bench_case_key(const bench_rec *r, char *buf, size_t n)
 {
-  snprintf(buf, n, "%s %s %s %lld %lld %lld %lld %lld %s", r->op, r->form, r->dtype,
+  snprintf(buf, n, "%s %s %s %s %lld %lld %lld %lld %lld %s", r->op, r->form,
+           r->pass[0] ? r->pass : "fwd", r->dtype,
            (long long)r->B, (long long)r->T, (long long)r->H, (long long)r->K, (long long)r->V,
            r->gate[0] ? r->gate : "none");
 }
@@ -377,8 +379,8 @@ int bench_compare(FILE *out, const char *name_a, const bench_rec *a, int na, con
 {
   describe_run(out, "A", name_a, a, na);
   describe_run(out, "B", name_b, b, nb);
-  fprintf(out, "%-11s %-9s %-5s %4s %7s %4s %4s %4s %-7s %12s %12s %8s\n", "op", "form", "dtype",
-          "B", "T", "H", "K", "V", "gate", "A_median_us", "B_median_us", "B/A");
+  fprintf(out, "%-11s %-9s %-4s %-5s %4s %7s %4s %4s %4s %-7s %12s %12s %8s\n", "op", "form",
+          "pass", "dtype", "B", "T", "H", "K", "V", "gate", "A_median_us", "B_median_us", "B/A");
   char *used = calloc((size_t)(nb ? nb : 1), 1);
   if (!used)
     return 0;
@@ -411,8 +413,8 @@ int bench_compare(FILE *out, const char *name_a, const bench_rec *a, int na, con
     }
     used[j] = 1;
     double ratio = b[j].median_us / a[i].median_us;
-    fprintf(out, "%-11s %-9s %-5s %4lld %7lld %4lld %4lld %4lld %-7s %12.1f %12.1f %8.3f\n",
-            a[i].op, a[i].form, a[i].dtype, (long long)a[i].B, (long long)a[i].T,
+    fprintf(out, "%-11s %-9s %-4s %-5s %4lld %7lld %4lld %4lld %4lld %-7s %12.1f %12.1f %8.3f\n",
+            a[i].op, a[i].form, a[i].pass[0] ? a[i].pass : "fwd", a[i].dtype, (long long)a[i].B, (long long)a[i].T,
             (long long)a[i].H, (long long)a[i].K, (long long)a[i].V,
             a[i].gate[0] ? a[i].gate : "none", a[i].median_us, b[j].median_us, ratio);
     log_sum += log(ratio);
@@ -684,7 +686,8 @@ int bench_write_svg(const char *path, const bench_rec *r, int n, const char *sub
     if (!plottable(&r[i]))
       continue;
     int decode = r[i].T == 1;
-    char key[192], title[256], shape[128];
+    char key[192], title[256], shape[128], opname[48];
+    snprintf(opname, sizeof opname, "%s%s", r[i].op, strcmp(r[i].pass, "bwd") == 0 ? " backward" : "");
     const char *gate = r[i].gate[0] ? r[i].gate : "none";
     if (r[i].K == r[i].V)
       snprintf(shape, sizeof shape, "H=%lld K=V=%lld gate=%s", (long long)r[i].H,
@@ -693,11 +696,11 @@ int bench_write_svg(const char *path, const bench_rec *r, int n, const char *sub
       snprintf(shape, sizeof shape, "H=%lld K=%lld V=%lld gate=%s", (long long)r[i].H,
                (long long)r[i].K, (long long)r[i].V, gate);
     if (decode) {
-      snprintf(key, sizeof key, "%s|decode|%s", r[i].op, shape);
-      snprintf(title, sizeof title, "%s decode step (T = 1, h0), %s", r[i].op, shape);
+      snprintf(key, sizeof key, "%s|decode|%s", opname, shape);
+      snprintf(title, sizeof title, "%s decode step (T = 1, h0), %s", opname, shape);
     } else {
-      snprintf(key, sizeof key, "%s|%lld|%s", r[i].op, (long long)r[i].B, shape);
-      snprintf(title, sizeof title, "%s  B=%lld %s", r[i].op, (long long)r[i].B, shape);
+      snprintf(key, sizeof key, "%s|%lld|%s", opname, (long long)r[i].B, shape);
+      snprintf(title, sizeof title, "%s  B=%lld %s", opname, (long long)r[i].B, shape);
     }
     int p;
     for (p = 0; p < np && strcmp(pn[p].key, key) != 0; p++)

@@ -16,7 +16,7 @@ extern "C" {
 /* One case of a run: the fields of a JSON line that the reports use. Numbers that were null
  * (or absent) are NaN. */
 typedef struct bench_rec {
-  char op[32], form[16], dtype[8], gate[16], status[16];
+  char op[32], form[16], pass[8], dtype[8], gate[16], status[16]; /* pass: "fwd" if absent */
   int64_t B, T, H, K, V;
   double median_us, min_us, max_us, tokens_per_s, gflops, gbs, frac_flops, frac_bw;
   char device_name[256], driver_info[256], commit[64];
@@ -26,7 +26,7 @@ typedef struct bench_rec {
  * Appends to *recs / *n (realloc'ed; free() it). 0, or -1 with a message naming the line. */
 int bench_read_jsonl(const char *path, bench_rec **recs, int *n, char *err, size_t errn);
 
-/* "op form dtype B T H K V gate": the key that matches the same case across runs. */
+/* "op form pass dtype B T H K V gate": the key that matches the same case across runs. */
 void bench_case_key(const bench_rec *r, char *buf, size_t n);
 
 /* Prints, for every case that ran in both runs, the two medians and the ratio B/A of the times,

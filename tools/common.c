@@ -46,12 +46,13 @@ int tool_lib_fail(vkla_context *ctx, vkla_result r, const char *where, tool_err 
 /* ------------------------------------------------------------------------------------------
  * Names
  * ---------------------------------------------------------------------------------------- */
-const char *const tool_input_names[TI_COUNT] = {"q", "k", "v", "g", "g_gamma",
-                                                "gk", "beta", "h0", "cu_seqlens"};
+const char *const tool_input_names[TI_COUNT] = {"q",  "k",          "v",  "g",
+                                                "g_gamma", "gk", "beta", "h0",
+                                                "cu_seqlens", "do", "dht"};
 
 static const char *const input_dims_text[TI_COUNT] = {
-    "[B,T,H,K]", "[B,T,H,K]", "[B,T,H,V]", "[B,T,H]", "[H]",
-    "[B,T,H,K]", "[B,T,H]",   "[N,H,K,V]", "[N+1]"};
+    "[B,T,H,K]", "[B,T,H,K]", "[B,T,H,V]", "[B,T,H]",   "[H]",      "[B,T,H,K]",
+    "[B,T,H]",   "[N,H,K,V]", "[N+1]",     "[B,T,H,V]", "[N,H,K,V]"};
 
 int tool_parse_form(const char *s, vkla_form *out)
 {
@@ -168,6 +169,7 @@ int tool_input_shape(const tool_problem *p, int i, int64_t s[4])
     s[0] = p->B; s[1] = p->T; s[2] = p->H; s[3] = p->K;
     return 4;
   case TI_V:
+  case TI_DO:
     s[0] = p->B; s[1] = p->T; s[2] = p->HV; s[3] = p->V;
     return 4;
   case TI_G:
@@ -178,6 +180,7 @@ int tool_input_shape(const tool_problem *p, int i, int64_t s[4])
     s[0] = p->HV;
     return 1;
   case TI_H0:
+  case TI_DHT:
     s[0] = p->N; s[1] = p->HV; s[2] = p->K; s[3] = p->V;
     return 4;
   case TI_CU_SEQLENS:
@@ -309,12 +312,16 @@ static int take_floats(npy_array *a, float **out, const char *fname, tool_err *e
   return 0;
 }
 
-int tool_load_problem(const tool_op *op, const char *dir, vkla_dtype dtype, tool_problem *p,
-                      tool_err *e)
+int tool_load_problem(const tool_op *op, const char *dir, vkla_dtype dtype, int backward,
+                      tool_problem *p, tool_err *e)
 {
   memset(p, 0, sizeof *p);
   p->owns = 1;
-  const uint32_t takes = op->required | op->optional;
+  uint32_t required = op->required, takes = op->required | op->optional;
+  if (backward) {
+    required |= TI_BIT(TI_DO);
+    takes |= TI_BIT(TI_DO) | (op->causal ? TI_BIT(TI_DHT) : 0);
+  }
   char path[4096], fname[64];
   int present[TI_COUNT];
 
@@ -329,11 +336,16 @@ int tool_load_problem(const tool_op *op, const char *dir, vkla_dtype dtype, tool
     snprintf(fname, sizeof fname, "%s.npy", tool_input_names[i]);
     snprintf(path, sizeof path, "%s/%s", dir, fname);
     present[i] = file_exists(path);
+    if ((i == TI_DO || i == TI_DHT) && !backward) {
+      present[i] = 0; /* upstream gradients: only read by --backward */
+      continue;
+    }
     if (present[i] && !(takes & TI_BIT(i)))
-      return tool_fail(e, fname, "%s takes no %s input (remove the file)", op->name,
-                       tool_input_names[i]);
-    if (!present[i] && (op->required & TI_BIT(i)))
-      return tool_fail(e, fname, "missing (required by %s)", op->name);
+      return tool_fail(e, fname, "%s%s takes no %s input (remove the file)", op->name,
+                       backward ? " --backward" : "", tool_input_names[i]);
+    if (!present[i] && (required & TI_BIT(i)))
+      return tool_fail(e, fname, "missing (required by %s%s)", op->name,
+                       i == TI_DO ? " --backward" : "");
   }
 
   npy_array a[TI_COUNT];
@@ -476,6 +488,7 @@ int tool_load_problem(const tool_op *op, const char *dir, vkla_dtype dtype, tool
   tool_round_to_dtype(p->x[TI_Q], tool_input_count(p, TI_Q), dtype);
   tool_round_to_dtype(p->x[TI_K], tool_input_count(p, TI_K), dtype);
   tool_round_to_dtype(p->x[TI_V], tool_input_count(p, TI_V), dtype);
+  tool_round_to_dtype(p->x[TI_DO], tool_input_count(p, TI_DO), dtype);
   rc = 0;
 done:
   for (int i = 0; i < TI_COUNT; i++)
@@ -584,6 +597,27 @@ int tool_random_problem(const tool_op *op, int64_t B, int64_t T, int64_t H, int6
   return 0;
 }
 
+int tool_random_grads(const tool_op *op, tool_problem *p, vkla_dtype dtype, uint64_t seed,
+                      tool_err *e)
+{
+  uint64_t s = seed ^ 0x9e3779b97f4a7c15ull;
+  for (int i = TI_DO; i <= TI_DHT; i++) {
+    if (i == TI_DHT && !op->causal)
+      continue;
+    size_t n = tool_input_count(p, i);
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    if (!x)
+      return tool_fail(e, "memory", "cannot allocate %zu floats for %s", n, tool_input_names[i]);
+    double amp = i == TI_DO ? 1.0 : 0.5;
+    for (size_t j = 0; j < n; j++)
+      x[j] = (float)(amp * (2.0 * rng_unit(&s) - 1.0));
+    free(p->x[i]);
+    p->x[i] = x;
+  }
+  tool_round_to_dtype(p->x[TI_DO], tool_input_count(p, TI_DO), dtype);
+  return 0;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Options
  * ---------------------------------------------------------------------------------------- */
@@ -658,7 +692,7 @@ int tool_dev_create(vkla_context *ctx, const tool_op *op, const tool_problem *p,
     if (i == TI_CU_SEQLENS || !p->x[i])
       continue;
     int nd = tool_input_shape(p, i, s);
-    vkla_dtype dt = (i == TI_Q || i == TI_K || i == TI_V) ? o->dtype : VKLA_DTYPE_F32;
+    vkla_dtype dt = (i == TI_Q || i == TI_K || i == TI_V || i == TI_DO) ? o->dtype : VKLA_DTYPE_F32;
     if (upload_tensor(ctx, p->x[i], tool_input_count(p, i), dt, nd, s, &d->buf[i], &d->t[i], e))
       goto fail;
   }
@@ -687,7 +721,59 @@ void tool_dev_destroy(vkla_context *ctx, tool_dev *d)
     vkla_buffer_destroy(ctx, d->obuf);
   if (d->htbuf)
     vkla_buffer_destroy(ctx, d->htbuf);
+  for (int i = 0; i < TI_GRADS; i++)
+    if (d->gbuf[i])
+      vkla_buffer_destroy(ctx, d->gbuf[i]);
   memset(d, 0, sizeof *d);
+}
+
+vkla_dtype tool_grad_dtype(int i, vkla_dtype storage)
+{
+  return (i == TI_Q || i == TI_K || i == TI_V) ? storage : VKLA_DTYPE_F32;
+}
+
+int tool_dev_alloc_grads(vkla_context *ctx, const tool_problem *p, const tool_opts *o,
+                         tool_dev *d, tool_err *e)
+{
+  int64_t s[4];
+  for (int i = 0; i < TI_GRADS; i++) {
+    if (!p->x[i] || d->gbuf[i])
+      continue;
+    int nd = tool_input_shape(p, i, s);
+    if (upload_tensor(ctx, NULL, tool_input_count(p, i), tool_grad_dtype(i, o->dtype), nd, s,
+                      &d->gbuf[i], &d->grad[i], e))
+      return -1;
+  }
+  return 0;
+}
+
+/* n elements of a buffer in dtype dt, as float32 */
+static int download_f32(vkla_context *ctx, vkla_buffer *buf, vkla_dtype dt, size_t n, float *out,
+                        tool_err *e)
+{
+  vkla_result r;
+  if (dt == VKLA_DTYPE_F32) {
+    r = vkla_buffer_download(ctx, buf, 0, out, (uint64_t)n * 4);
+  } else {
+    uint16_t *tmp = malloc(n * 2 + 2);
+    if (!tmp)
+      return tool_fail(e, "memory", "out of host memory");
+    r = vkla_buffer_download(ctx, buf, 0, tmp, (uint64_t)n * 2);
+    if (r == VKLA_SUCCESS)
+      vkla_convert(out, VKLA_DTYPE_F32, tmp, dt, n);
+    free(tmp);
+  }
+  return r == VKLA_SUCCESS ? 0 : tool_lib_fail(ctx, r, "device", e);
+}
+
+int tool_dev_download_grads(vkla_context *ctx, const tool_dev *d, const tool_problem *p,
+                            float *const *out, tool_err *e)
+{
+  for (int i = 0; i < TI_GRADS; i++)
+    if (d->gbuf[i] && out[i] &&
+        download_f32(ctx, d->gbuf[i], d->grad[i].dtype, tool_input_count(p, i), out[i], e) != 0)
+      return -1;
+  return 0;
 }
 
 int tool_dev_download(vkla_context *ctx, const tool_dev *d, float *out, float *ht, tool_err *e)
@@ -695,27 +781,14 @@ int tool_dev_download(vkla_context *ctx, const tool_dev *d, float *out, float *h
   size_t n = 1;
   for (uint32_t i = 0; i < d->o.ndim; i++)
     n *= (size_t)d->o.shape[i];
-  vkla_result r;
-  if (d->dtype == VKLA_DTYPE_F32) {
-    r = vkla_buffer_download(ctx, d->obuf, 0, out, (uint64_t)n * 4);
-  } else {
-    uint16_t *tmp = malloc(n * 2 + 2);
-    if (!tmp)
-      return tool_fail(e, "memory", "out of host memory");
-    r = vkla_buffer_download(ctx, d->obuf, 0, tmp, (uint64_t)n * 2);
-    if (r == VKLA_SUCCESS)
-      vkla_convert(out, VKLA_DTYPE_F32, tmp, d->dtype, n);
-    free(tmp);
-  }
-  if (r != VKLA_SUCCESS)
-    return tool_lib_fail(ctx, r, "device", e);
+  if (download_f32(ctx, d->obuf, d->dtype, n, out, e) != 0)
+    return -1;
   if (ht && d->htbuf) {
     size_t m = 1;
     for (uint32_t i = 0; i < d->ht.ndim; i++)
       m *= (size_t)d->ht.shape[i];
-    r = vkla_buffer_download(ctx, d->htbuf, 0, ht, (uint64_t)m * 4);
-    if (r != VKLA_SUCCESS)
-      return tool_lib_fail(ctx, r, "device", e);
+    if (download_f32(ctx, d->htbuf, VKLA_DTYPE_F32, m, ht, e) != 0)
+      return -1;
   }
   return 0;
 }
@@ -753,6 +826,19 @@ int tool_context_create(const char *device, vkla_context **ctx, tool_err *e)
 /* ------------------------------------------------------------------------------------------
  * Accuracy
  * ---------------------------------------------------------------------------------------- */
+/* SPEC "Accuracy": 1e-9 for f32 storage, else ten times the NMSE of rounding the reference
+ * once to the dtype. tmp: scratch of n floats. */
+static double dtype_target(const double *ref, size_t n, vkla_dtype dt, float *tmp)
+{
+  if (dt == VKLA_DTYPE_F32)
+    return TOOL_TARGET_F32;
+  for (size_t i = 0; i < n; i++)
+    tmp[i] = (float)ref[i];
+  tool_round_to_dtype(tmp, n, dt);
+  double t = 10.0 * vkla_ref_nmse(ref, tmp, n);
+  return t > TOOL_TARGET_FLOOR ? t : TOOL_TARGET_FLOOR;
+}
+
 int tool_check_results(const tool_op *op, const tool_problem *p, const tool_opts *o,
                        const float *out, const float *ht, tool_check *c, tool_err *e)
 {
@@ -776,15 +862,7 @@ int tool_check_results(const tool_op *op, const tool_problem *p, const tool_opts
   }
   c->nmse_o = vkla_ref_nmse(ro, out, no);
   c->finite_o = vkla_ref_all_finite(out, no);
-  if (o->dtype == VKLA_DTYPE_F32) {
-    c->target_o = TOOL_TARGET_F32;
-  } else {
-    for (size_t i = 0; i < no; i++)
-      tmp[i] = (float)ro[i];
-    tool_round_to_dtype(tmp, no, o->dtype);
-    double t = 10.0 * vkla_ref_nmse(ro, tmp, no);
-    c->target_o = t > TOOL_TARGET_FLOOR ? t : TOOL_TARGET_FLOOR;
-  }
+  c->target_o = dtype_target(ro, no, o->dtype, tmp);
   c->pass_o = c->finite_o && c->nmse_o <= c->target_o;
   c->pass = c->pass_o;
   if (want_ht) {
@@ -799,6 +877,53 @@ int tool_check_results(const tool_op *op, const tool_problem *p, const tool_opts
   free(rh);
   free(tmp);
   return 0;
+}
+
+int tool_check_grads(const tool_op *op, const tool_problem *p, const tool_opts *o,
+                     const float *const *grads, tool_grad_check *c, tool_err *e)
+{
+  memset(c, 0, sizeof *c);
+  double *ref[TI_GRADS] = {0};
+  size_t most = 1;
+  int rc = -1;
+  for (int i = 0; i < TI_GRADS; i++) {
+    if (!grads[i] || !p->x[i])
+      continue;
+    size_t n = tool_input_count(p, i);
+    most = n > most ? n : most;
+    if (!(ref[i] = malloc((n ? n : 1) * sizeof(double)))) {
+      tool_fail(e, "memory", "cannot allocate the reference gradients");
+      goto done;
+    }
+  }
+  float *tmp = malloc(most * sizeof(float));
+  if (!tmp) {
+    tool_fail(e, "memory", "cannot allocate the reference gradients");
+    goto done;
+  }
+  if (!op->ref_bwd || op->ref_bwd(p, o, ref) != 0) {
+    free(tmp);
+    tool_fail(e, op->name, "the float64 reference rejected the problem");
+    goto done;
+  }
+  c->pass = 1;
+  for (int i = 0; i < TI_GRADS; i++) {
+    if (!ref[i])
+      continue;
+    size_t n = tool_input_count(p, i);
+    c->has[i] = 1;
+    c->nmse[i] = vkla_ref_nmse(ref[i], grads[i], n);
+    c->finite[i] = vkla_ref_all_finite(grads[i], n);
+    c->target[i] = dtype_target(ref[i], n, tool_grad_dtype(i, o->dtype), tmp);
+    c->pass_one[i] = c->finite[i] && c->nmse[i] <= c->target[i];
+    c->pass = c->pass && c->pass_one[i];
+  }
+  free(tmp);
+  rc = 0;
+done:
+  for (int i = 0; i < TI_GRADS; i++)
+    free(ref[i]);
+  return rc;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -838,8 +963,8 @@ static int dproblem_make(const tool_problem *p, dproblem *d)
 static double model_bytes(const tool_problem *p, const tool_opts *o, int writes_ht)
 {
   double es = (double)vkla_dtype_size(o->dtype), b = 0;
-  for (int i = 0; i < TI_COUNT; i++) {
-    if (i == TI_CU_SEQLENS || !p->x[i])
+  for (int i = 0; i < TI_GRADS; i++) {
+    if (!p->x[i])
       continue;
     double n = (double)tool_input_count(p, i);
     b += n * ((i == TI_Q || i == TI_K || i == TI_V) ? es : 4.0);
@@ -882,31 +1007,74 @@ static double sum_len_sq(const tool_problem *p)
 
 static double tokens(const tool_problem *p) { return (double)p->B * (double)p->T; }
 
+/* compulsory traffic of a backward pass: every input, do and dht read once, every gradient
+ * written once (bytes) */
+static double model_bytes_bwd(const tool_problem *p, const tool_opts *o)
+{
+  double es = (double)vkla_dtype_size(o->dtype);
+  double b = 2.0 * (model_bytes(p, o, 0) - (double)tool_output_count(p) * es);
+  b += (double)tool_output_count(p) * es;
+  if (p->x[TI_DHT])
+    b += (double)tool_state_count(p) * 4.0;
+  return b;
+}
+
 /* ---- linear_attn ---- */
+static void linear_attn_args_fill(const tool_dev *d, const tool_opts *o, vkla_linear_attn_args *a);
+
 static vkla_result exec_linear_attn(vkla_context *ctx, const tool_dev *d, const tool_opts *o,
                                     uint32_t warmup, uint32_t reps, double *times_us)
 {
   vkla_linear_attn_args a;
-  memset(&a, 0, sizeof a);
-  a.form = o->form;
-  a.q = d->t[TI_Q];
-  a.k = d->t[TI_K];
-  a.v = d->t[TI_V];
-  a.o = d->o;
-  a.g = d->t[TI_G];
-  a.g_gamma = d->t[TI_G_GAMMA];
-  a.gk = d->t[TI_GK];
-  a.h0 = d->t[TI_H0];
-  a.ht = d->ht;
-  a.cu_seqlens = d->cu_seqlens;
-  a.num_seqs = d->num_seqs;
-  a.scale = o->scale;
-  a.normalize = o->normalize;
-  a.eps = o->eps;
-  a.chunk_size = o->chunk;
+  linear_attn_args_fill(d, o, &a);
   return times_us ? vkla_linear_attn_bench(ctx, &a, warmup, reps, times_us)
                   : vkla_linear_attn_run(ctx, &a);
 }
+
+static vkla_result exec_linear_attn_bwd(vkla_context *ctx, const tool_dev *d,
+                                        const tool_opts *o, uint32_t warmup, uint32_t reps,
+                                        double *times_us)
+{
+  vkla_linear_attn_backward_args a;
+  memset(&a, 0, sizeof a);
+  linear_attn_args_fill(d, o, &a.fwd);
+  a.dout = d->t[TI_DO];
+  a.dht = d->t[TI_DHT];
+  a.dq = d->grad[TI_Q];
+  a.dk = d->grad[TI_K];
+  a.dv = d->grad[TI_V];
+  a.dg = d->grad[TI_G];
+  a.dg_gamma = d->grad[TI_G_GAMMA];
+  a.dgk = d->grad[TI_GK];
+  a.dh0 = d->grad[TI_H0];
+  return times_us ? vkla_linear_attn_backward_bench(ctx, &a, warmup, reps, times_us)
+                  : vkla_linear_attn_backward_run(ctx, &a);
+}
+
+static void linear_attn_args_fill(const tool_dev *d, const tool_opts *o, vkla_linear_attn_args *a)
+{
+  memset(a, 0, sizeof *a);
+  a->form = o->form;
+  a->q = d->t[TI_Q];
+  a->k = d->t[TI_K];
+  a->v = d->t[TI_V];
+  a->o = d->o;
+  a->g = d->t[TI_G];
+  a->g_gamma = d->t[TI_G_GAMMA];
+  a->gk = d->t[TI_GK];
+  a->h0 = d->t[TI_H0];
+  a->ht = d->ht;
+  a->cu_seqlens = d->cu_seqlens;
+  a->num_seqs = d->num_seqs;
+  a->scale = o->scale;
+  a->normalize = o->normalize;
+  a->eps = o->eps;
+  a->chunk_size = o->chunk;
+}
+
+/* the reference's forward args over the double copies in d (outputs left NULL) */
+static void ref_linear_attn_args_fill(const tool_problem *p, const tool_opts *o,
+                                      const dproblem *d, vkla_ref_linear_attn_args *a);
 
 static int ref_linear_attn(const tool_problem *p, const tool_opts *o, double *out, double *ht)
 {
@@ -914,29 +1082,50 @@ static int ref_linear_attn(const tool_problem *p, const tool_opts *o, double *ou
   if (dproblem_make(p, &d) != 0)
     return -1;
   vkla_ref_linear_attn_args a;
-  memset(&a, 0, sizeof a);
-  a.B = (int)p->B;
-  a.T = (int)p->T;
-  a.H = (int)p->H;
-  a.K = (int)p->K;
-  a.V = (int)p->V;
-  a.cu_seqlens = p->cu_seqlens;
-  a.N = (int)p->N;
-  a.q = d.x[TI_Q];
-  a.k = d.x[TI_K];
-  a.v = d.x[TI_V];
-  a.g = d.x[TI_G];
-  a.g_gamma = d.x[TI_G_GAMMA];
-  a.gk = d.x[TI_GK];
-  a.h0 = d.x[TI_H0];
-  a.scale = (double)o->scale;
-  a.normalize = o->normalize;
-  a.eps = (double)o->eps;
+  ref_linear_attn_args_fill(p, o, &d, &a);
   a.o = out;
   a.ht = ht;
   int r = vkla_ref_linear_attn(&a);
   dproblem_free(&d);
   return r;
+}
+
+static int ref_linear_attn_bwd(const tool_problem *p, const tool_opts *o, double *const *g)
+{
+  dproblem d;
+  if (dproblem_make(p, &d) != 0)
+    return -1;
+  vkla_ref_linear_attn_args f;
+  ref_linear_attn_args_fill(p, o, &d, &f);
+  vkla_ref_linear_attn_backward_args a = {
+      .fwd = &f, .dout = d.x[TI_DO], .dht = d.x[TI_DHT], .dq = g[TI_Q], .dk = g[TI_K],
+      .dv = g[TI_V], .dg = g[TI_G], .dg_gamma = g[TI_G_GAMMA], .dgk = g[TI_GK], .dh0 = g[TI_H0]};
+  int r = vkla_ref_linear_attn_backward(&a);
+  dproblem_free(&d);
+  return r;
+}
+
+static void ref_linear_attn_args_fill(const tool_problem *p, const tool_opts *o,
+                                      const dproblem *dp, vkla_ref_linear_attn_args *a)
+{
+    memset(a, 0, sizeof *a);
+  a->B = (int)p->B;
+  a->T = (int)p->T;
+  a->H = (int)p->H;
+  a->K = (int)p->K;
+  a->V = (int)p->V;
+  a->cu_seqlens = p->cu_seqlens;
+  a->N = (int)p->N;
+  a->q = dp->x[TI_Q];
+  a->k = dp->x[TI_K];
+  a->v = dp->x[TI_V];
+  a->g = dp->x[TI_G];
+  a->g_gamma = dp->x[TI_G_GAMMA];
+  a->gk = dp->x[TI_GK];
+  a->h0 = dp->x[TI_H0];
+  a->scale = (double)o->scale;
+  a->normalize = o->normalize;
+  a->eps = (double)o->eps;
 }
 
 static void model_linear_attn(const tool_problem *p, const tool_opts *o, int writes_ht,
@@ -959,40 +1148,82 @@ static void model_linear_attn(const tool_problem *p, const tool_opts *o, int wri
   *bytes = model_bytes(p, o, writes_ht);
 }
 
+/* the backward of the chunk form (whatever the forward's form): states recomputed, the state
+ * gradient's reverse pass, and per chunk the five products of dq, dk and dv */
+static void model_linear_attn_bwd(const tool_problem *p, const tool_opts *o, int writes_ht,
+                                  double *flops, double *bytes)
+{
+  (void)writes_ht;
+  double H = (double)p->H, K = (double)p->K, V = (double)p->V;
+  double Vn = V + (o->normalize ? 1 : 0);
+  chunk_sums cs = chunk_stats(p, o->chunk ? o->chunk : 64);
+  double f = (cs.s2 + cs.s1) * (3 * K + 2 * Vn)  /* dO V^T, Q K^T (causal) and their 3 uses */
+             + 10 * K * Vn * cs.s1             /* K^T V, Q^T dO, dO S^T, V D^T, K D per token */
+             + 4 * K * Vn * cs.n;              /* forward and reverse state passes */
+  if (o->normalize)                            /* the forward's output pass, for o and q.z */
+    f += (cs.s2 + cs.s1) * (K + Vn) + 2 * K * Vn * cs.s1;
+  *flops = H * f;
+  *bytes = model_bytes_bwd(p, o);
+}
+
 static double ref_cost_causal(const tool_problem *p)
 {
   return tokens(p) * (double)p->HV * (double)p->K * (double)p->V * 6.0;
 }
 
 /* ---- delta_rule ---- */
+static void ref_delta_rule_args_fill(const tool_problem *p, const tool_opts *o,
+                                     const dproblem *d, vkla_ref_delta_rule_args *a);
+
 static int ref_delta_rule(const tool_problem *p, const tool_opts *o, double *out, double *ht)
 {
   dproblem d;
   if (dproblem_make(p, &d) != 0)
     return -1;
   vkla_ref_delta_rule_args a;
-  memset(&a, 0, sizeof a);
-  a.B = (int)p->B;
-  a.T = (int)p->T;
-  a.H = (int)p->H;
-  a.HV = (int)p->HV;
-  a.K = (int)p->K;
-  a.V = (int)p->V;
-  a.cu_seqlens = p->cu_seqlens;
-  a.N = (int)p->N;
-  a.q = d.x[TI_Q];
-  a.k = d.x[TI_K];
-  a.v = d.x[TI_V];
-  a.beta = d.x[TI_BETA];
-  a.g = d.x[TI_G];
-  a.h0 = d.x[TI_H0];
-  a.scale = (double)o->scale;
-  a.l2norm = o->l2norm;
+  ref_delta_rule_args_fill(p, o, &d, &a);
   a.o = out;
   a.ht = ht;
   int r = vkla_ref_delta_rule(&a);
   dproblem_free(&d);
   return r;
+}
+
+static int ref_delta_rule_bwd(const tool_problem *p, const tool_opts *o, double *const *g)
+{
+  dproblem d;
+  if (dproblem_make(p, &d) != 0)
+    return -1;
+  vkla_ref_delta_rule_args f;
+  ref_delta_rule_args_fill(p, o, &d, &f);
+  vkla_ref_delta_rule_backward_args a = {
+      .fwd = &f, .dout = d.x[TI_DO], .dht = d.x[TI_DHT], .dq = g[TI_Q], .dk = g[TI_K],
+      .dv = g[TI_V], .dbeta = g[TI_BETA], .dg = g[TI_G], .dh0 = g[TI_H0]};
+  int r = vkla_ref_delta_rule_backward(&a);
+  dproblem_free(&d);
+  return r;
+}
+
+static void ref_delta_rule_args_fill(const tool_problem *p, const tool_opts *o,
+                                     const dproblem *dp, vkla_ref_delta_rule_args *a)
+{
+    memset(a, 0, sizeof *a);
+  a->B = (int)p->B;
+  a->T = (int)p->T;
+  a->H = (int)p->H;
+  a->HV = (int)p->HV;
+  a->K = (int)p->K;
+  a->V = (int)p->V;
+  a->cu_seqlens = p->cu_seqlens;
+  a->N = (int)p->N;
+  a->q = dp->x[TI_Q];
+  a->k = dp->x[TI_K];
+  a->v = dp->x[TI_V];
+  a->beta = dp->x[TI_BETA];
+  a->g = dp->x[TI_G];
+  a->h0 = dp->x[TI_H0];
+  a->scale = (double)o->scale;
+  a->l2norm = o->l2norm;
 }
 
 static void model_delta_rule(const tool_problem *p, const tool_opts *o, int writes_ht,
@@ -1017,31 +1248,80 @@ static void model_delta_rule(const tool_problem *p, const tool_opts *o, int writ
   *bytes = model_bytes(p, o, writes_ht);
 }
 
+/* the backward of the chunk form: the WY factors and the states recomputed, the reverse state
+ * pass, the products of dV', dS, dQ, dK through V' = U - W S, and the gradient through
+ * U = T diag(b) V, W = T diag(b e^G) K and T = (I + A)^-1 */
+static void model_delta_rule_bwd(const tool_problem *p, const tool_opts *o, int writes_ht,
+                                 double *flops, double *bytes)
+{
+  (void)writes_ht;
+  double HV = (double)p->HV, K = (double)p->K, V = (double)p->V;
+  chunk_sums cs = chunk_stats(p, o->chunk ? o->chunk : 64);
+  double f = (cs.s2 - cs.s1) * K + cs.s3 / 3.0 + (cs.s2 + cs.s1) * (K + V) /* A, T, W, U */
+             + 4 * K * V * cs.s1                 /* forward state pass: W S, K^T V' */
+             + (cs.s2 + cs.s1) * (4 * K + 2 * V) /* Q K^T, dO V'^T and their uses */
+             + 12 * K * V * cs.s1                /* dV', dS, dQ, dK inter-chunk products */
+             + 2 * cs.s2 * (2 * K + V)           /* dT, T^T dU, T^T dW */
+             + 2.0 * cs.s3 / 3.0                 /* dA = -T^T dT T^T */
+             + 2 * cs.s2 * K                     /* dA into K */
+             + 4 * K * V * cs.n;                 /* the two state passes */
+  *flops = HV * f;
+  *bytes = model_bytes_bwd(p, o);
+}
+
+static void delta_rule_args_fill(const tool_dev *d, const tool_opts *o, vkla_delta_rule_args *a);
+
 /* vkla-run delta_rule / vkla-bench --op delta_rule */
 static vkla_result exec_delta_rule(vkla_context *ctx, const tool_dev *d, const tool_opts *o,
                                    uint32_t warmup, uint32_t reps, double *times_us)
 {
   vkla_delta_rule_args a;
-  memset(&a, 0, sizeof a);
-  a.form = o->form;
-  a.q = d->t[TI_Q];
-  a.k = d->t[TI_K];
-  a.v = d->t[TI_V];
-  a.o = d->o;
-  a.beta = d->t[TI_BETA];
-  a.g = d->t[TI_G];
-  a.h0 = d->t[TI_H0];
-  a.ht = d->ht;
-  a.cu_seqlens = d->cu_seqlens;
-  a.num_seqs = d->num_seqs;
-  a.scale = o->scale;
-  a.l2norm = o->l2norm;
-  a.chunk_size = o->chunk;
+  delta_rule_args_fill(d, o, &a);
   return times_us ? vkla_delta_rule_bench(ctx, &a, warmup, reps, times_us)
                   : vkla_delta_rule_run(ctx, &a);
 }
 
+static vkla_result exec_delta_rule_bwd(vkla_context *ctx, const tool_dev *d, const tool_opts *o,
+                                       uint32_t warmup, uint32_t reps, double *times_us)
+{
+  vkla_delta_rule_backward_args a;
+  memset(&a, 0, sizeof a);
+  delta_rule_args_fill(d, o, &a.fwd);
+  a.dout = d->t[TI_DO];
+  a.dht = d->t[TI_DHT];
+  a.dq = d->grad[TI_Q];
+  a.dk = d->grad[TI_K];
+  a.dv = d->grad[TI_V];
+  a.dbeta = d->grad[TI_BETA];
+  a.dg = d->grad[TI_G];
+  a.dh0 = d->grad[TI_H0];
+  return times_us ? vkla_delta_rule_backward_bench(ctx, &a, warmup, reps, times_us)
+                  : vkla_delta_rule_backward_run(ctx, &a);
+}
+
+static void delta_rule_args_fill(const tool_dev *d, const tool_opts *o, vkla_delta_rule_args *a)
+{
+  memset(a, 0, sizeof *a);
+  a->form = o->form;
+  a->q = d->t[TI_Q];
+  a->k = d->t[TI_K];
+  a->v = d->t[TI_V];
+  a->o = d->o;
+  a->beta = d->t[TI_BETA];
+  a->g = d->t[TI_G];
+  a->h0 = d->t[TI_H0];
+  a->ht = d->ht;
+  a->cu_seqlens = d->cu_seqlens;
+  a->num_seqs = d->num_seqs;
+  a->scale = o->scale;
+  a->l2norm = o->l2norm;
+  a->chunk_size = o->chunk;
+}
+
 /* ---- lion ---- */
+static void ref_lion_args_fill(const tool_problem *p, const tool_opts *o, const dproblem *d,
+                               vkla_ref_lion_args *a);
+
 static int ref_lion(const tool_problem *p, const tool_opts *o, double *out, double *ht)
 {
   (void)ht;
@@ -1049,26 +1329,46 @@ static int ref_lion(const tool_problem *p, const tool_opts *o, double *out, doub
   if (dproblem_make(p, &d) != 0)
     return -1;
   vkla_ref_lion_args a;
-  memset(&a, 0, sizeof a);
-  a.B = (int)p->B;
-  a.T = (int)p->T;
-  a.H = (int)p->H;
-  a.K = (int)p->K;
-  a.V = (int)p->V;
-  a.cu_seqlens = p->cu_seqlens;
-  a.N = (int)p->N;
-  a.q = d.x[TI_Q];
-  a.k = d.x[TI_K];
-  a.v = d.x[TI_V];
-  a.g = d.x[TI_G];
-  a.g_gamma = d.x[TI_G_GAMMA];
-  a.scale = (double)o->scale;
-  a.normalize = o->normalize;
-  a.eps = (double)o->eps;
+  ref_lion_args_fill(p, o, &d, &a);
   a.o = out;
   int r = vkla_ref_lion(&a);
   dproblem_free(&d);
   return r;
+}
+
+static int ref_lion_bwd(const tool_problem *p, const tool_opts *o, double *const *g)
+{
+  dproblem d;
+  if (dproblem_make(p, &d) != 0)
+    return -1;
+  vkla_ref_lion_args f;
+  ref_lion_args_fill(p, o, &d, &f);
+  vkla_ref_lion_backward_args a = {.fwd = &f, .dout = d.x[TI_DO], .dq = g[TI_Q], .dk = g[TI_K],
+                                   .dv = g[TI_V], .dg = g[TI_G], .dg_gamma = g[TI_G_GAMMA]};
+  int r = vkla_ref_lion_backward(&a);
+  dproblem_free(&d);
+  return r;
+}
+
+static void ref_lion_args_fill(const tool_problem *p, const tool_opts *o, const dproblem *dp,
+                               vkla_ref_lion_args *a)
+{
+    memset(a, 0, sizeof *a);
+  a->B = (int)p->B;
+  a->T = (int)p->T;
+  a->H = (int)p->H;
+  a->K = (int)p->K;
+  a->V = (int)p->V;
+  a->cu_seqlens = p->cu_seqlens;
+  a->N = (int)p->N;
+  a->q = dp->x[TI_Q];
+  a->k = dp->x[TI_K];
+  a->v = dp->x[TI_V];
+  a->g = dp->x[TI_G];
+  a->g_gamma = dp->x[TI_G_GAMMA];
+  a->scale = (double)o->scale;
+  a->normalize = o->normalize;
+  a->eps = (double)o->eps;
 }
 
 static void model_lion(const tool_problem *p, const tool_opts *o, int writes_ht,
@@ -1102,47 +1402,72 @@ static double ref_cost_lion(const tool_problem *p)
   return sum_len_sq(p) * (double)p->H * 2.0 * (double)(p->K + p->V);
 }
 
+/* the backward of the chunk form: the forward's pass again when normalizing (for o and the
+ * denominators), then dq, dk and dv, each a bidirectional chunk product like the forward's */
+static void model_lion_bwd(const tool_problem *p, const tool_opts *o, int writes_ht,
+                           double *flops, double *bytes)
+{
+  (void)writes_ht;
+  double H = (double)p->H, K = (double)p->K, V = (double)p->V;
+  double Vn = V + (o->normalize ? 1 : 0);
+  chunk_sums cs = chunk_stats(p, o->chunk ? o->chunk : 64);
+  double f = 2 * cs.s2 * (3 * K + 2 * Vn)  /* dO V^T, Q K^T (full) and their 3 uses */
+             + 24 * K * Vn * cs.s1         /* three products, two directions, 2 x 2KV each */
+             + 12 * K * Vn * cs.n;         /* their state passes */
+  if (o->normalize) {
+    double fo;
+    tool_opts fw = *o;
+    fw.form = VKLA_FORM_CHUNK;
+    model_lion(p, &fw, 0, &fo, bytes);
+    f += fo / H;
+  }
+  *flops = H * f;
+  *bytes = model_bytes_bwd(p, o);
+}
+
+static void lion_args_fill(const tool_dev *d, const tool_opts *o, vkla_lion_args *a);
+
 static vkla_result exec_lion(vkla_context *ctx, const tool_dev *d, const tool_opts *o,
                              uint32_t warmup, uint32_t reps, double *times_us)
 {
   vkla_lion_args a;
-  memset(&a, 0, sizeof a);
-  a.form = o->form;
-  a.q = d->t[TI_Q];
-  a.k = d->t[TI_K];
-  a.v = d->t[TI_V];
-  a.o = d->o;
-  a.g = d->t[TI_G];
-  a.g_gamma = d->t[TI_G_GAMMA];
-  a.cu_seqlens = d->cu_seqlens;
-  a.num_seqs = d->num_seqs;
-  a.scale = o->scale;
-  a.normalize = o->normalize;
-  a.eps = o->eps;
-  a.chunk_size = o->chunk;
+  lion_args_fill(d, o, &a);
   return times_us ? vkla_lion_bench(ctx, &a, warmup, reps, times_us) : vkla_lion_run(ctx, &a);
 }
 
-/*
- * ADD-OP: when vkla.h gains vkla_delta_rule_args / vkla_lion_args, add here
- *
- *   static vkla_result exec_delta_rule(vkla_context *ctx, const tool_dev *d, const tool_opts *o,
- *                                      uint32_t warmup, uint32_t reps, double *times_us)
- *   {
- *     vkla_delta_rule_args a;
- *     memset(&a, 0, sizeof a);
- *     a.form = o->form;
- *     a.q = d->t[TI_Q]; a.k = d->t[TI_K]; a.v = d->t[TI_V]; a.o = d->o;
- *     a.beta = d->t[TI_BETA]; a.g = d->t[TI_G]; a.h0 = d->t[TI_H0]; a.ht = d->ht;
- *     a.cu_seqlens = d->cu_seqlens; a.num_seqs = d->num_seqs;
- *     a.scale = o->scale; a.l2norm = o->l2norm; a.chunk_size = o->chunk;
- *     return times_us ? vkla_delta_rule_bench(ctx, &a, warmup, reps, times_us)
- *                     : vkla_delta_rule_run(ctx, &a);
- *   }
- *
- * (lion the same with g, g_gamma, normalize, eps and no h0/ht), then replace NULL by
- * exec_delta_rule / exec_lion in the table below. Field names follow vkla.h once it has them.
- */
+static vkla_result exec_lion_bwd(vkla_context *ctx, const tool_dev *d, const tool_opts *o,
+                                 uint32_t warmup, uint32_t reps, double *times_us)
+{
+  vkla_lion_backward_args a;
+  memset(&a, 0, sizeof a);
+  lion_args_fill(d, o, &a.fwd);
+  a.dout = d->t[TI_DO];
+  a.dq = d->grad[TI_Q];
+  a.dk = d->grad[TI_K];
+  a.dv = d->grad[TI_V];
+  a.dg = d->grad[TI_G];
+  a.dg_gamma = d->grad[TI_G_GAMMA];
+  return times_us ? vkla_lion_backward_bench(ctx, &a, warmup, reps, times_us)
+                  : vkla_lion_backward_run(ctx, &a);
+}
+
+static void lion_args_fill(const tool_dev *d, const tool_opts *o, vkla_lion_args *a)
+{
+  memset(a, 0, sizeof *a);
+  a->form = o->form;
+  a->q = d->t[TI_Q];
+  a->k = d->t[TI_K];
+  a->v = d->t[TI_V];
+  a->o = d->o;
+  a->g = d->t[TI_G];
+  a->g_gamma = d->t[TI_G_GAMMA];
+  a->cu_seqlens = d->cu_seqlens;
+  a->num_seqs = d->num_seqs;
+  a->scale = o->scale;
+  a->normalize = o->normalize;
+  a->eps = o->eps;
+  a->chunk_size = o->chunk;
+}
 
 const tool_op tool_ops[] = {
     {
@@ -1159,6 +1484,9 @@ const tool_op tool_ops[] = {
         .reference = ref_linear_attn,
         .model = model_linear_attn,
         .ref_cost = ref_cost_causal,
+        .exec_bwd = exec_linear_attn_bwd,
+        .ref_bwd = ref_linear_attn_bwd,
+        .model_bwd = model_linear_attn_bwd,
     },
     {
         .name = "delta_rule",
@@ -1173,6 +1501,9 @@ const tool_op tool_ops[] = {
         .reference = ref_delta_rule,
         .model = model_delta_rule,
         .ref_cost = ref_cost_causal,
+        .exec_bwd = exec_delta_rule_bwd,
+        .ref_bwd = ref_delta_rule_bwd,
+        .model_bwd = model_delta_rule_bwd,
     },
     {
         .name = "lion",
@@ -1188,6 +1519,9 @@ const tool_op tool_ops[] = {
         .reference = ref_lion,
         .model = model_lion,
         .ref_cost = ref_cost_lion,
+        .exec_bwd = exec_lion_bwd,
+        .ref_bwd = ref_lion_bwd,
+        .model_bwd = model_lion_bwd,
     },
 };
 const int tool_op_count = (int)(sizeof tool_ops / sizeof tool_ops[0]);

@@ -7,9 +7,9 @@
  * vkla-bench (model, documented in docs/bench.md). Everything else here is op-independent:
  * loading and validating .npy inputs, random inputs, uploads and downloads, accuracy checks.
  *
- * Adding an op (delta_rule, lion): write its exec function in common.c (a dozen lines that fill
- * the op's vkla_X_args from the tool_dev tensors and call vkla_X_run / vkla_X_bench) and point
- * the table entry at it. Look for "ADD-OP" in common.c.
+ * Adding an op: write its exec, reference and model functions in common.c (each fills the op's
+ * args struct from the tool_dev tensors or the problem's arrays) and, for its backward pass,
+ * exec_bwd / ref_bwd / model_bwd; then add the table entry.
  */
 #ifndef VKLA_TOOLS_COMMON_H
 #define VKLA_TOOLS_COMMON_H
@@ -48,8 +48,13 @@ int tool_fail(tool_err *e, const char *where, const char *fmt, ...)
  * HV = H unless the op has grouped value heads (delta_rule).
  * ---------------------------------------------------------------------------------------- */
 enum tool_input {
-  TI_Q, TI_K, TI_V, TI_G, TI_G_GAMMA, TI_GK, TI_BETA, TI_H0, TI_CU_SEQLENS, TI_COUNT
+  TI_Q, TI_K, TI_V, TI_G, TI_G_GAMMA, TI_GK, TI_BETA, TI_H0, TI_CU_SEQLENS,
+  /* upstream gradients of the backward pass: do [B,T,HV,V] (storage dtype), dht [N,HV,K,V] */
+  TI_DO, TI_DHT, TI_COUNT
 };
+/* Inputs [0, TI_GRADS) have a gradient in the backward pass: "d" + the input's name, with the
+ * input's shape (dq dk dv in the storage dtype, the others f32). */
+#define TI_GRADS TI_CU_SEQLENS
 #define TI_BIT(i) (1u << (i))
 extern const char *const tool_input_names[TI_COUNT];
 
@@ -95,6 +100,8 @@ typedef struct tool_dev {
   vkla_tensor t[TI_COUNT];       /* absent inputs have buffer NULL */
   vkla_buffer *obuf, *htbuf;
   vkla_tensor o, ht;             /* ht absent unless requested */
+  vkla_buffer *gbuf[TI_GRADS];   /* backward: the gradient of each present input */
+  vkla_tensor grad[TI_GRADS];    /* absent (buffer NULL) when not allocated */
   const int32_t *cu_seqlens;
   uint32_t num_seqs;
   vkla_dtype dtype;
@@ -110,6 +117,9 @@ typedef int (*tool_ref_fn)(const tool_problem *p, const tool_opts *o, double *ou
 /* FLOP and byte model of one call (docs/bench.md). */
 typedef void (*tool_model_fn)(const tool_problem *p, const tool_opts *o, int writes_ht,
                               double *flops, double *bytes);
+/* float64 gradients (SPEC section 4) from p->x[TI_DO] and p->x[TI_DHT] (may be NULL):
+ * grads[i] (i < TI_GRADS) is filled when not NULL. 0/-1. */
+typedef int (*tool_ref_bwd_fn)(const tool_problem *p, const tool_opts *o, double *const *grads);
 /* Rough cost of the reference (double flops), to keep vkla-bench --check fast. */
 typedef double (*tool_ref_cost_fn)(const tool_problem *p);
 
@@ -126,6 +136,11 @@ typedef struct tool_op {
   tool_ref_fn reference;
   tool_model_fn model;
   tool_ref_cost_fn ref_cost;
+  /* the backward pass (SPEC section 4): exec_bwd runs it from the tool_dev inputs, do and dht
+   * into the tool_dev gradient tensors; NULL: this build of vkla lacks it */
+  tool_exec_fn exec_bwd;
+  tool_ref_bwd_fn ref_bwd;
+  tool_model_fn model_bwd;   /* FLOP and byte model of the backward (docs/bench.md) */
 } tool_op;
 
 extern const tool_op tool_ops[];
@@ -150,9 +165,11 @@ int tool_check_opts(const tool_op *op, tool_opts *o, uint32_t which_given, tool_
 void tool_resolve_opts(const tool_op *op, const tool_problem *p, tool_opts *o);
 
 /* Loads the op's inputs from dir (the SPEC files present there), validates ranks, shapes and
- * cu_seqlens, and rounds q, k, v to the storage dtype. Errors name the file. */
-int tool_load_problem(const tool_op *op, const char *dir, vkla_dtype dtype, tool_problem *p,
-                      tool_err *e);
+ * cu_seqlens, and rounds q, k, v to the storage dtype. Errors name the file. With backward,
+ * do.npy is required as well and dht.npy is read when present (causal ops); without it those
+ * two files are not looked at. */
+int tool_load_problem(const tool_op *op, const char *dir, vkla_dtype dtype, int backward,
+                      tool_problem *p, tool_err *e);
 
 /* Random problem for vkla-bench: deterministic for a seed. gate: "none", "g", "g_gamma", "gk".
  * q uniform in [-1, 1), k rows L2-normalized, v uniform in [-1, 1), log gates uniform in
@@ -160,6 +177,10 @@ int tool_load_problem(const tool_op *op, const char *dir, vkla_dtype dtype, tool
 int tool_random_problem(const tool_op *op, int64_t B, int64_t T, int64_t H, int64_t K,
                         int64_t V, const char *gate, vkla_dtype dtype, uint64_t seed,
                         tool_problem *p, tool_err *e);
+/* Random upstream gradients for a backward benchmark: do uniform in [-1, 1) (rounded to the
+ * storage dtype) and, for the causal ops, dht uniform in [-0.5, 0.5). */
+int tool_random_grads(const tool_op *op, tool_problem *p, vkla_dtype dtype, uint64_t seed,
+                      tool_err *e);
 /* A view of the first sequence of p (batch row 0, first T tokens): B = N = 1, no copies. */
 tool_problem tool_problem_prefix(const tool_problem *p, int64_t T);
 
@@ -171,6 +192,14 @@ void tool_round_to_dtype(float *x, size_t n, vkla_dtype dtype);
 int tool_dev_create(vkla_context *ctx, const tool_op *op, const tool_problem *p,
                     const tool_opts *o, int want_ht, tool_dev *d, tool_err *e);
 void tool_dev_destroy(vkla_context *ctx, tool_dev *d);
+/* Allocates the gradient of every present input (d->grad[i], i < TI_GRADS). */
+int tool_dev_alloc_grads(vkla_context *ctx, const tool_problem *p, const tool_opts *o,
+                         tool_dev *d, tool_err *e);
+/* Downloads the allocated gradients as float32 into out[i] (tool_input_count(p, i) each). */
+int tool_dev_download_grads(vkla_context *ctx, const tool_dev *d, const tool_problem *p,
+                            float *const *out, tool_err *e);
+/* Storage dtype of the gradient of input i. */
+vkla_dtype tool_grad_dtype(int i, vkla_dtype storage);
 int tool_dev_download(vkla_context *ctx, const tool_dev *d, float *out, float *ht, tool_err *e);
 
 /* Library error -> tool error: where = the op name (or "device"), what = vkla_last_error. */
@@ -190,6 +219,20 @@ typedef struct tool_check {
 /* out/ht: the device results as float32 (ht may be NULL). 0, or -1 when the reference fails. */
 int tool_check_results(const tool_op *op, const tool_problem *p, const tool_opts *o,
                        const float *out, const float *ht, tool_check *c, tool_err *e);
+
+/* Accuracy of the backward pass: each gradient against the float64 reference, with the target
+ * of its storage dtype (f32: 1e-9; f16/bf16 dq dk dv: ten times the error of rounding the
+ * reference gradient once). */
+typedef struct tool_grad_check {
+  int has[TI_GRADS];          /* this gradient was checked */
+  double nmse[TI_GRADS], target[TI_GRADS];
+  int finite[TI_GRADS], pass_one[TI_GRADS];
+  int pass;
+} tool_grad_check;
+/* grads[i]: the device gradients as float32 (NULL = not computed). 0, or -1 when the
+ * reference fails. */
+int tool_check_grads(const tool_op *op, const tool_problem *p, const tool_opts *o,
+                     const float *const *grads, tool_grad_check *c, tool_err *e);
 
 /* Context creation that keeps the library's message even when creation fails. */
 int tool_context_create(const char *device, vkla_context **ctx, tool_err *e);

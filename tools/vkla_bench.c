@@ -2,7 +2,8 @@
  * vkla-bench - GPU-timestamped benchmark of the vkla ops (SPEC: "The benchmark contract"), the
  * tool for comparing devices and vendors.
  *
- *   vkla-bench [--suite quick|full|decode] [--op OPS] [--form FORMS] [--dtype DTYPES] [--B NS]
+ *   vkla-bench [--suite quick|full|decode] [--op OPS] [--form FORMS] [--pass fwd,bwd]
+ *              [--dtype DTYPES] [--B NS]
  *              [--T NS] [--H NS] [--K NS] [--V NS] [--gate GATES] [--h0] [--reps N]
  *              [--warmup N] [--budget S] [--chunk C] [--check] [--no-roofline] [--json FILE]
  *              [--svg FILE] [--device SEL] [--quiet]
@@ -157,6 +158,7 @@ typedef struct suite_group {
 typedef struct suite_def {
   const char *name;
   const char *dtypes;
+  const char *passes;
   uint32_t reps, warmup;
   int ngroups;
   suite_group g[6];
@@ -164,22 +166,22 @@ typedef struct suite_def {
 
 #define FULL_T "2k,4k,8k,16k"
 static const suite_def suites[] = {
-    {"quick", "f32,f16,bf16", 3, 1, 2,
+    {"quick", "f32,f16,bf16", "fwd,bwd", 3, 1, 2,
      {{"1", "64,256,1024", "2", "64", "64", 0}, {"1,16", "1", "2", "64", "64", 1}}},
     /* the model families' shapes: head dims 256 (RetNet-style), 128 (GLA, Gated DeltaNet),
      * 64 (Mamba-2 / linear transformer heads), at 2k..16k tokens */
-    {"full", "f32,f16,bf16", 10, 2, 4,
+    {"full", "f32,f16,bf16", "fwd", 10, 2, 4,
      {{"4", FULL_T, "8", "256", "256", 0},
       {"8", FULL_T, "16", "128", "128", 0},
       {"8", FULL_T, "32", "64", "64", 0},
       {"4", FULL_T, "64", "64", "64", 0}}},
-    {"decode", "f32,f16,bf16", 100, 10, 3,
+    {"decode", "f32,f16,bf16", "fwd", 100, 10, 3,
      {{"1,4,16,64", "1", "8", "256", "256", 1},
       {"1,4,16,64", "1", "16", "128", "128", 1},
       {"1,4,16,64", "1", "32", "64", "64", 1}}},
 };
 static const suite_def default_suite = {
-    NULL, "f32", 10, 2, 1, {{"1", "1024", "4", "64", "64", 0}}};
+    NULL, "f32", "fwd", 10, 2, 1, {{"1", "1024", "4", "64", "64", 0}}};
 
 /* ------------------------------------------------------------------------------------------
  * Cases
@@ -191,6 +193,7 @@ typedef struct bcase {
   uint32_t B, T, H, K, V;
   const char *gate;
   int h0, decode;
+  int bwd;        /* the backward pass (--pass bwd) */
   char skip[160]; /* non-empty: reported as unsupported without running */
 } bcase;
 
@@ -215,8 +218,8 @@ static int add_case(caselist *l, const bcase *c)
 
 typedef struct selection {
   const suite_def *suite;
-  strlist ops, forms, dtypes, gates;
-  int ops_given, forms_given, gates_given, dtypes_given;
+  strlist ops, forms, dtypes, gates, passes;
+  int ops_given, forms_given, gates_given, dtypes_given, passes_given;
   u32list Bs, Ts, Hs, Ks, Vs;
   int B_given, T_given, H_given, K_given, V_given;
   int h0;
@@ -280,6 +283,7 @@ static int build_cases(const selection *s, caselist *out, int quiet)
         /* a form the op lacks is a row only when the user named both the op and the form */
         if (!offered && !(explicit_op && s->forms_given))
           continue;
+        for (int pi = 0; pi < s->passes.n; pi++)
         for (int di = 0; di < s->dtypes.n; di++)
         for (int gti = 0; gti < s->gates.n; gti++)
         for (int bi = 0; bi < Bs.n; bi++)
@@ -291,6 +295,9 @@ static int build_cases(const selection *s, caselist *out, int quiet)
           memset(&c, 0, sizeof c);
           c.op = op;
           c.form = form;
+          c.bwd = strcmp(s->passes.item[pi], "bwd") == 0;
+          if (c.bwd && g->decode)
+            continue; /* the decode step is inference only */
           tool_parse_dtype(s->dtypes.item[di], &c.dtype);
           c.B = Bs.v[bi];
           c.T = Ts.v[ti];
@@ -303,8 +310,9 @@ static int build_cases(const selection *s, caselist *out, int quiet)
           c.decode = g->decode;
           c.h0 = (g->decode || s->h0) && op->causal && op_takes(op, TI_H0);
           int gin = gate_input(c.gate);
-          if (!op->exec) {
-            snprintf(c.skip, sizeof c.skip, "%s is not available in this build of vkla", op->name);
+          if (!op->exec || (c.bwd && !op->exec_bwd)) {
+            snprintf(c.skip, sizeof c.skip, "%s%s is not available in this build of vkla",
+                     op->name, c.bwd ? " backward" : "");
           } else if (!offered) {
             char f[128];
             tool_op_forms_text(op, f, sizeof f);
@@ -353,6 +361,72 @@ static double case_device_bytes(const bcase *c)
   if (c->form == VKLA_FORM_CHUNK) /* one state per chunk (lion: one per direction) */
     b += (c->op->causal ? 1.0 : 2.0) * ((double)c->T / 64.0 + 1.0) * state;
   return b;
+}
+
+/* --check of a backward case: every gradient against the float64 reference, on the whole
+ * problem when the reference is cheap enough, else on a prefix of the first sequence */
+static void check_bwd(vkla_context *ctx, const bcase *c, const tool_opts *o,
+                      const tool_problem *p, const tool_dev *d, const runcfg *cfg, caseres *cr,
+                      tool_err *e, const char **stage, vkla_result *r)
+{
+  const tool_op *op = c->op;
+  tool_problem cp = *p;
+  int sliced = 0;
+  if (op->ref_cost(p) > CHECK_BUDGET / 2) {
+    int64_t t = p->T;
+    cp = tool_problem_prefix(p, t);
+    while (t > 1 && op->ref_cost(&cp) > CHECK_BUDGET / 2) {
+      t /= 2;
+      cp = tool_problem_prefix(p, t);
+    }
+    sliced = 1;
+  }
+  tool_dev cd;
+  memset(&cd, 0, sizeof cd);
+  const tool_dev *use = d;
+  if (sliced) {
+    if (tool_dev_create(ctx, op, &cp, o, 1, &cd, e) != 0 ||
+        tool_dev_alloc_grads(ctx, &cp, o, &cd, e) != 0)
+      *stage = "check upload";
+    use = &cd;
+  }
+  float *g[TI_GRADS] = {0};
+  for (int i = 0; !*stage && i < TI_GRADS; i++)
+    if (cp.x[i] && !(g[i] = malloc(tool_input_count(&cp, i) * sizeof(float)))) {
+      tool_fail(e, "memory", "out of host memory");
+      *stage = "check";
+    }
+  tool_grad_check gc;
+  if (!*stage && (*r = op->exec_bwd(ctx, use, o, 0, 0, NULL)) != VKLA_SUCCESS)
+    *stage = "run";
+  if (!*stage && tool_dev_download_grads(ctx, use, &cp, g, e) != 0)
+    *stage = "download";
+  if (!*stage && tool_check_grads(op, &cp, o, (const float *const *)g, &gc, e) != 0)
+    *stage = "check";
+  if (!*stage) {
+    cr->checked = gc.pass ? 1 : -1;
+    cr->check_B = cp.B;
+    cr->check_T = cp.T;
+    cr->chk.nmse_o = 0; /* the worst gradient, relative to its target */
+    for (int i = 0; i < TI_GRADS; i++)
+      if (gc.has[i] && gc.nmse[i] / gc.target[i] >= cr->chk.nmse_o / (cr->chk.target_o > 0 ? cr->chk.target_o : 1)) {
+        cr->chk.nmse_o = gc.nmse[i];
+        cr->chk.target_o = gc.target[i];
+      }
+    if (!cfg->quiet || !gc.pass) {
+      if (sliced)
+        fprintf(stderr, PROG ":   check on the first sequence, B=1 T=%lld\n", (long long)cp.T);
+      fprintf(stderr, PROG ":   check:");
+      for (int i = 0; i < TI_GRADS; i++)
+        if (gc.has[i])
+          fprintf(stderr, " d%s %.2e (%.1e)", tool_input_names[i], gc.nmse[i], gc.target[i]);
+      fprintf(stderr, ": %s\n", gc.pass ? "PASS" : "FAIL");
+    }
+  }
+  for (int i = 0; i < TI_GRADS; i++)
+    free(g[i]);
+  if (sliced)
+    tool_dev_destroy(ctx, &cd);
 }
 
 static void run_case(vkla_context *ctx, const bcase *c, const runcfg *cfg, double *times,
@@ -415,8 +489,14 @@ static void run_case(vkla_context *ctx, const bcase *c, const runcfg *cfg, doubl
   tool_resolve_opts(op, &p, &o);
   vkla_result r = VKLA_SUCCESS;
   const char *stage = NULL;
-  if (tool_dev_create(ctx, op, &p, &o, 1, &d, &e) != 0) {
+  tool_exec_fn exec = c->bwd ? op->exec_bwd : op->exec;
+  if (c->bwd && tool_random_grads(op, &p, o.dtype, seed, &e) != 0) {
     stage = "upload";
+  } else if (tool_dev_create(ctx, op, &p, &o, 1, &d, &e) != 0 ||
+             (c->bwd && tool_dev_alloc_grads(ctx, &p, &o, &d, &e) != 0)) {
+    stage = "upload";
+  } else if (cfg->check && c->bwd) {
+    check_bwd(ctx, c, &o, &p, &d, cfg, cr, &e, &stage, &r);
   } else if (cfg->check) {
     /* the reference is O(T K V) (causal) or O(T^2) (lion): check a prefix of the first
      * sequence when the whole problem would take too long */
@@ -477,7 +557,7 @@ static void run_case(vkla_context *ctx, const bcase *c, const runcfg *cfg, doubl
   cr->reps = cfg->reps;
   cr->warmup = cfg->warmup;
   if (!stage && cfg->budget_s > 0 && cr->reps > 3) {
-    if ((r = op->exec(ctx, &d, &o, 0, 1, times)) != VKLA_SUCCESS) {
+    if ((r = exec(ctx, &d, &o, 0, 1, times)) != VKLA_SUCCESS) {
       stage = "bench";
     } else {
       double fit = cfg->budget_s * 1e6 / (times[0] > 1.0 ? times[0] : 1.0);
@@ -488,7 +568,7 @@ static void run_case(vkla_context *ctx, const bcase *c, const runcfg *cfg, doubl
       }
     }
   }
-  if (!stage && (r = op->exec(ctx, &d, &o, cr->warmup, cr->reps, times)) != VKLA_SUCCESS)
+  if (!stage && (r = exec(ctx, &d, &o, cr->warmup, cr->reps, times)) != VKLA_SUCCESS)
     stage = "bench";
   if (stage) {
     if (r != VKLA_SUCCESS)
@@ -501,7 +581,7 @@ static void run_case(vkla_context *ctx, const bcase *c, const runcfg *cfg, doubl
     cr->med = reps % 2 ? times[reps / 2] : 0.5 * (times[reps / 2 - 1] + times[reps / 2]);
     cr->mn = times[0];
     cr->mx = times[reps - 1];
-    op->model(&p, &o, op->causal, &cr->flops, &cr->bytes);
+    (c->bwd ? op->model_bwd : op->model)(&p, &o, op->causal, &cr->flops, &cr->bytes);
     double sec = cr->med * 1e-6;
     cr->tok_s = sec > 0 ? (double)B * T / sec : 0;
     cr->gflops = sec > 0 ? cr->flops / sec * 1e-9 : 0;
@@ -516,8 +596,10 @@ static void run_case(vkla_context *ctx, const bcase *c, const runcfg *cfg, doubl
  * ---------------------------------------------------------------------------------------- */
 static void print_header(void)
 {
-  printf("%-11s %-9s %-5s %4s %7s %4s %4s %4s %-7s %11s %11s %11s %10s %9s %6s %8s %6s %5s\n",
-         "op", "form", "dtype", "B", "T", "H", "K", "V", "gate", "median_us", "min_us", "max_us",
+  printf("%-11s %-9s %-4s %-5s %4s %7s %4s %4s %4s %-7s %11s %11s %11s %10s %9s %6s %8s %6s "
+         "%5s\n",
+         "op", "form", "pass", "dtype", "B", "T", "H", "K", "V", "gate", "median_us", "min_us",
+         "max_us",
          "tok/s", "GFLOP/s", "%fma", "GB/s", "%bw", "check");
   fflush(stdout);
 }
@@ -576,8 +658,9 @@ static void json_case(FILE *jf, const bcase *c, const caseres *cr, const runcfg 
                       const devid *dv, double frac_f, double frac_b)
 {
   const char *chk = cr->checked == 1 ? "PASS" : cr->checked == -1 ? "FAIL" : NULL;
-  fprintf(jf, "{\"op\": \"%s\", \"form\": \"%s\", \"dtype\": \"%s\"", c->op->name,
-          vkla_form_name(c->form), vkla_dtype_name(c->dtype));
+  fprintf(jf, "{\"op\": \"%s\", \"form\": \"%s\", \"pass\": \"%s\", \"dtype\": \"%s\"",
+          c->op->name, vkla_form_name(c->form), c->bwd ? "bwd" : "fwd",
+          vkla_dtype_name(c->dtype));
   fprintf(jf, ", \"B\": %u, \"T\": %u, \"H\": %u, \"K\": %u, \"V\": %u, \"gate\": \"%s\"", c->B,
           c->T, c->H, c->K, c->V, c->gate);
   fprintf(jf, ", \"h0\": %s, \"chunk\": %u, \"reps\": %u, \"warmup\": %u, \"suite\": ",
@@ -608,8 +691,12 @@ static void json_case(FILE *jf, const bcase *c, const caseres *cr, const runcfg 
     fprintf(jf, "\"%s\"", chk);
   else
     fprintf(jf, "null");
-  json_num(jf, "nmse_o", cr->chk.nmse_o, cr->checked != 0);
-  json_num(jf, "nmse_ht", cr->chk.nmse_ht, cr->checked != 0 && cr->chk.has_ht);
+  if (c->bwd) {
+    json_num(jf, "nmse_grad_worst", cr->chk.nmse_o, cr->checked != 0);
+  } else {
+    json_num(jf, "nmse_o", cr->chk.nmse_o, cr->checked != 0);
+    json_num(jf, "nmse_ht", cr->chk.nmse_ht, cr->checked != 0 && cr->chk.has_ht);
+  }
   json_num(jf, "check_B", (double)cr->check_B, cr->checked != 0);
   json_num(jf, "check_T", (double)cr->check_T, cr->checked != 0);
   json_device(jf, dv);
@@ -623,6 +710,7 @@ static void to_rec(const bcase *c, const caseres *cr, const devid *dv, double ff
   memset(r, 0, sizeof *r);
   snprintf(r->op, sizeof r->op, "%s", c->op->name);
   snprintf(r->form, sizeof r->form, "%s", vkla_form_name(c->form));
+  snprintf(r->pass, sizeof r->pass, "%s", c->bwd ? "bwd" : "fwd");
   snprintf(r->dtype, sizeof r->dtype, "%s", vkla_dtype_name(c->dtype));
   snprintf(r->gate, sizeof r->gate, "%s", c->gate);
   snprintf(r->status, sizeof r->status, "%s",
@@ -714,7 +802,8 @@ static int mode_plot(const char *files, const char *svg)
 static void usage(void)
 {
   printf(
-      "usage: " PROG " [--suite quick|full|decode] [--op OPS] [--form FORMS] [--dtype DTYPES]\n"
+      "usage: " PROG " [--suite quick|full|decode] [--op OPS] [--form FORMS] [--pass PASSES]\n"
+      "                  [--dtype DTYPES]\n"
       "                  [--B NS] [--T NS] [--H NS] [--K NS] [--V NS] [--gate GATES] [--h0]\n"
       "                  [--reps N] [--warmup N] [--budget S] [--chunk C] [--check]\n"
       "                  [--no-roofline] [--json FILE] [--svg FILE] [--device SEL] [--quiet]\n"
@@ -725,9 +814,11 @@ static void usage(void)
       "Lists are comma-separated (a k suffix multiplies by 1024: 4k = 4096); all combinations\n"
       "run, in one process on one device. Ops and forms come from the op table: by default every\n"
       "op of this build and every form it offers. GATES: none, g, g_gamma, gk (default g).\n"
+      "PASSES: fwd (the op), bwd (its backward pass: the gradients of every input from random\n"
+      "do and dht; the backward is chunkwise whatever the form); default fwd, quick: fwd,bwd.\n"
       "Suites (explicit options replace the suite's values; --T not in decode groups):\n"
-      "  quick   B=1 T=64,256,1024 H=2 K=V=64, plus the decode step at B=1,16; every dtype;\n"
-      "          under a minute on lavapipe\n"
+      "  quick   B=1 T=64,256,1024 H=2 K=V=64, forward and backward, plus the decode step at\n"
+      "          B=1,16; every dtype; about a minute on lavapipe\n"
       "  full    the model families' shapes: T=2k..16k with (B,H,K=V) = (4,8,256) (8,16,128)\n"
       "          (8,32,64) (4,64,64); every dtype\n"
       "  decode  the recurrent step T=1 with h0/ht, B=1,4,16,64, (H,K=V) = (8,256) (16,128)\n"
@@ -790,7 +881,7 @@ int main(int argc, char **argv)
       cmp_b = argv[++i];
       continue;
     }
-    static const char *const valued[] = {"--op", "--form", "--dtype", "--B", "--T", "--H", "--K",
+    static const char *const valued[] = {"--op", "--form", "--pass", "--dtype", "--B", "--T", "--H", "--K",
                                          "--V", "--gate", "--reps", "--warmup", "--json",
                                          "--device", "--chunk", "--suite", "--svg", "--plot",
                                          "--budget"};
@@ -809,6 +900,8 @@ int main(int argc, char **argv)
       rc = split(a, v, &sel.forms), sel.forms_given = 1;
     else if (strcmp(a, "--dtype") == 0)
       rc = split(a, v, &sel.dtypes), sel.dtypes_given = 1;
+    else if (strcmp(a, "--pass") == 0)
+      rc = split(a, v, &sel.passes), sel.passes_given = 1;
     else if (strcmp(a, "--gate") == 0)
       rc = split(a, v, &sel.gates), sel.gates_given = 1;
     else if (strcmp(a, "--B") == 0)
@@ -872,6 +965,14 @@ int main(int argc, char **argv)
     return 2;
   if (!sel.gates_given && split("--gate", sel.suite->name ? "auto" : "g", &sel.gates))
     return 2;
+  if (!sel.passes_given && split("--pass", sel.suite->passes, &sel.passes))
+    return 2;
+  for (int i = 0; i < sel.passes.n; i++)
+    if (strcmp(sel.passes.item[i], "fwd") && strcmp(sel.passes.item[i], "bwd")) {
+      char msg[256];
+      snprintf(msg, sizeof msg, "unknown pass '%s' (fwd, bwd)", sel.passes.item[i]);
+      return die("--pass", msg);
+    }
   if (!reps_given)
     reps = sel.suite->reps;
   if (!warmup_given)
@@ -998,8 +1099,9 @@ int main(int argc, char **argv)
   for (int ci = 0; ci < cl.n; ci++) {
     const bcase *c = &cl.c[ci];
     if (!quiet)
-      fprintf(stderr, PROG ": [%d/%d %.0fs] %s %s %s B=%u T=%u H=%u K=%u V=%u gate=%s%s\n", ci + 1,
-              cl.n, now_s() - t_start, c->op->name, vkla_form_name(c->form),
+      fprintf(stderr, PROG ": [%d/%d %.0fs] %s %s%s %s B=%u T=%u H=%u K=%u V=%u gate=%s%s\n",
+              ci + 1, cl.n, now_s() - t_start, c->op->name, vkla_form_name(c->form),
+              c->bwd ? " bwd" : "",
               vkla_dtype_name(c->dtype), c->B, c->T, c->H, c->K, c->V, c->gate,
               c->h0 ? " h0" : "");
     caseres cr;
@@ -1007,8 +1109,9 @@ int main(int argc, char **argv)
     double ff = dv.have_roof && dv.roof.fma_f32_gflops > 0 ? cr.gflops / dv.roof.fma_f32_gflops : 0;
     double fb = dv.have_roof && dv.roof.copy_gbs > 0 ? cr.gbs / dv.roof.copy_gbs : 0;
 
-    printf("%-11s %-9s %-5s %4u %7u %4u %4u %4u %-7s ", c->op->name, vkla_form_name(c->form),
-           vkla_dtype_name(c->dtype), c->B, c->T, c->H, c->K, c->V, c->gate);
+    printf("%-11s %-9s %-4s %-5s %4u %7u %4u %4u %4u %-7s ", c->op->name,
+           vkla_form_name(c->form), c->bwd ? "bwd" : "fwd", vkla_dtype_name(c->dtype), c->B,
+           c->T, c->H, c->K, c->V, c->gate);
     const char *chk = cr.checked == 1 ? "PASS" : cr.checked == -1 ? "FAIL" : "-";
     if (cr.status == 0) {
       char pf[16], pb[16];
@@ -1055,6 +1158,7 @@ int main(int argc, char **argv)
   free(sel.forms.store);
   free(sel.dtypes.store);
   free(sel.gates.store);
+  free(sel.passes.store);
   if (failures)
     fprintf(stderr, PROG ": %d case(s) failed\n", failures);
   return rc;

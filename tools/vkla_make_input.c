@@ -1,7 +1,9 @@
 /* vkla-make-input: writes a deterministic random input directory for vkla-run.
  *   vkla-make-input OP [--B N] [--T N] [--H N] [--K N] [--V N] [--gate none|g|g_gamma|gk]
- *                   [--h0] [--seqlens L1,L2,...] [--seed N] --out DIR
- * With --seqlens the sequences are packed (B = 1) and cu_seqlens.npy is written. */
+ *                   [--h0] [--grads] [--seqlens L1,L2,...] [--seed N] --out DIR
+ * With --seqlens the sequences are packed (B = 1) and cu_seqlens.npy is written. --grads also
+ * writes the upstream gradients of vkla-run --backward: do.npy, and dht.npy for the causal
+ * ops. */
 #include "common.h"
 #include "npy.h"
 
@@ -14,7 +16,8 @@
 static int usage(void)
 {
     fprintf(stderr, "usage: vkla-make-input OP [--B N] [--T N] [--H N] [--K N] [--V N] "
-                    "[--gate none|g|g_gamma|gk] [--h0] [--seqlens L1,L2,...] [--seed N] --out DIR\n");
+                    "[--gate none|g|g_gamma|gk] [--h0] [--grads] [--seqlens L1,L2,...] [--seed N]\n"
+                    "       --out DIR\n");
     return 2;
 }
 
@@ -40,7 +43,7 @@ int main(int argc, char **argv)
     }
     uint32_t B = 1, T = 256, H = 2, K = 64, V = 64, seed = 1;
     const char *gate = "g", *out = NULL, *seqlens = NULL;
-    int h0 = 0;
+    int h0 = 0, grads = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -60,6 +63,8 @@ int main(int argc, char **argv)
             seqlens = argv[++i];
         } else if (!strcmp(a, "--h0")) {
             h0 = 1;
+        } else if (!strcmp(a, "--grads")) {
+            grads = 1;
         } else {
             fprintf(stderr, "vkla-make-input: %s: unknown or incomplete option\n", a);
             return 2;
@@ -95,6 +100,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "vkla-make-input: %s: %s\n", e.where, e.what);
         return 2;
     }
+    uint32_t N = seqlens ? nseq : B;
+    p.N = N;
+    if (grads && tool_random_grads(op, &p, VKLA_DTYPE_F32, seed, &e) != 0) {
+        fprintf(stderr, "vkla-make-input: %s: %s\n", e.where, e.what);
+        tool_problem_free(&p);
+        return 2;
+    }
     if (mkdir(out, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "vkla-make-input: %s: %s\n", out, strerror(errno));
         return 2;
@@ -107,7 +119,6 @@ int main(int argc, char **argv)
         int nd = tool_input_shape(&p, i, shape);
         rc = write(out, tool_input_names[i], p.x[i], nd, shape);
     }
-    uint32_t N = seqlens ? nseq : B;
     if (rc == 0 && h0 && op->causal) {
         size_t n = (size_t)N * p.HV * K * V;
         float *s = malloc(n * sizeof(float));
@@ -148,7 +159,7 @@ int main(int argc, char **argv)
     }
     tool_problem_free(&p);
     if (rc == 0)
-        fprintf(stderr, "vkla-make-input: wrote %s inputs (B=%u T=%u H=%u K=%u V=%u gate=%s%s) to %s\n",
-                op->name, B, T, H, K, V, gate, h0 ? " h0" : "", out);
+        fprintf(stderr, "vkla-make-input: wrote %s inputs (B=%u T=%u H=%u K=%u V=%u gate=%s%s%s) to %s\n",
+                op->name, B, T, H, K, V, gate, h0 ? " h0" : "", grads ? " do" : "", out);
     return rc == 0 ? 0 : 2;
 }

@@ -3,7 +3,12 @@
  * contract - vkla-run").
  *
  *   vkla-run OP [--form FORM] [--dtype f32|f16|bf16] [--chunk C] [--scale S] [--normalize]
- *               [--eps E] [--l2norm] [--device SEL] [--check] [--quiet] --in DIR --out DIR
+ *               [--eps E] [--l2norm] [--backward] [--device SEL] [--check] [--quiet]
+ *               --in DIR --out DIR
+ *
+ * With --backward it also reads do.npy (required) and dht.npy (optional, causal ops), runs the
+ * op's backward pass and writes the gradient of every input given (dq.npy dk.npy dv.npy, and
+ * dg dg_gamma dgk dbeta dh0 for each of g g_gamma gk beta h0 that was given).
  *
  * Exit status: 0 success, 1 --check failed (outputs are still written), 2 bad input or device
  * error (one line "vkla-run: <file or option>: <problem>" on stderr, no output file written).
@@ -26,13 +31,16 @@ static void usage(FILE *f)
   tool_op_names_text(ops, sizeof ops);
   fprintf(f,
           "usage: " PROG " OP [--form FORM] [--dtype f32|f16|bf16] [--chunk C] [--scale S]\n"
-          "                [--normalize] [--eps E] [--l2norm] [--device SEL] [--check] [--quiet]\n"
-          "                --in DIR --out DIR\n"
+          "                [--normalize] [--eps E] [--l2norm] [--backward] [--device SEL] [--check]\n"
+          "                [--quiet] --in DIR --out DIR\n"
           "\n"
           "OP: %s. FORM: chunk (default) or recurrent for the causal ops;\n"
           "chunk (default), attn or rnn for lion.\n"
           "Reads q k v and the optional g g_gamma gk beta h0 (float32) and cu_seqlens (int32 or\n"
           "int64) .npy files from --in; writes o.npy (and ht.npy for the causal ops) to --out.\n"
+          "--backward also reads do.npy (required) and dht.npy (optional, causal ops) and writes\n"
+          "the gradients dq.npy dk.npy dv.npy, plus dg dg_gamma dgk dbeta dh0 .npy for each of\n"
+          "g g_gamma gk beta h0 that was given.\n"
           "--check compares with the float64 CPU reference (exit 1 when above the target).\n"
           "Exit status: 0 ok, 1 check failed, 2 bad input or device error.\n",
           ops);
@@ -101,8 +109,11 @@ static int mkdir_p(const char *dir, made_dirs *m, tool_err *e)
 }
 
 /* Writes the outputs under temporary names and renames them only when all were written. */
+#define MAX_OUT_FILES (2 + TI_GRADS)
+
 static int write_outputs(const char *dir, int nfiles, const char *const *names,
-                         const float *const *data, const int64_t (*shapes)[4], tool_err *e)
+                         const float *const *data, const int *ndims,
+                         const int64_t (*shapes)[4], tool_err *e)
 {
   made_dirs m;
   memset(&m, 0, sizeof m);
@@ -110,14 +121,16 @@ static int write_outputs(const char *dir, int nfiles, const char *const *names,
     made_dirs_undo(&m);
     return -1;
   }
-  char tmp[4][4096], fin[4][4096], err[512];
+  static char tmp[MAX_OUT_FILES][4096], fin[MAX_OUT_FILES][4096];
+  char err[512];
   int written = 0, rc = -1;
   for (int i = 0; i < nfiles; i++) {
     snprintf(tmp[i], sizeof tmp[i], "%s/.%s.npy.%s.%ld", dir, names[i], PROG, (long)getpid());
     snprintf(fin[i], sizeof fin[i], "%s/%s.npy", dir, names[i]);
   }
   for (; written < nfiles; written++)
-    if (npy_write_f32(tmp[written], data[written], 4, shapes[written], err, sizeof err) != 0) {
+    if (npy_write_f32(tmp[written], data[written], ndims[written], shapes[written], err,
+                      sizeof err) != 0) {
       char where[64];
       snprintf(where, sizeof where, "%s.npy", names[written]);
       tool_fail(e, where, "%s", err);
@@ -164,7 +177,7 @@ int main(int argc, char **argv)
   o.form = VKLA_FORM_DEFAULT;
   o.dtype = VKLA_DTYPE_F32;
   uint32_t given = 0;
-  int check = 0, quiet = 0;
+  int check = 0, quiet = 0, backward = 0;
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v;
@@ -231,6 +244,8 @@ int main(int argc, char **argv)
         return die(&e);
     } else if (strcmp(a, "--check") == 0) {
       check = 1;
+    } else if (strcmp(a, "--backward") == 0) {
+      backward = 1;
     } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
       quiet = 1;
     } else if (a[0] == '-' && a[1] != 0) {
@@ -269,8 +284,9 @@ int main(int argc, char **argv)
   }
   if (tool_check_opts(op, &o, given, &e) != 0)
     return die(&e);
-  if (!op->exec) {
-    tool_fail(&e, op->name, "not available in this build of vkla");
+  if (!op->exec || (backward && !op->exec_bwd)) {
+    tool_fail(&e, op->name, "%snot available in this build of vkla",
+              op->exec ? "the backward pass is " : "");
     return die(&e);
   }
   {
@@ -282,7 +298,7 @@ int main(int argc, char **argv)
   }
 
   tool_problem p;
-  if (tool_load_problem(op, in, o.dtype, &p, &e) != 0)
+  if (tool_load_problem(op, in, o.dtype, backward, &p, &e) != 0)
     return die(&e);
   tool_resolve_opts(op, &p, &o);
 
@@ -290,13 +306,20 @@ int main(int argc, char **argv)
   vkla_context *ctx = NULL;
   tool_dev d;
   memset(&d, 0, sizeof d);
-  float *res_o = NULL, *res_ht = NULL;
+  float *res_o = NULL, *res_ht = NULL, *res_g[TI_GRADS] = {0};
   size_t no = tool_output_count(&p), ns = op->causal ? tool_state_count(&p) : 0;
   res_o = malloc((no ? no : 1) * sizeof(float));
   res_ht = op->causal ? malloc((ns ? ns : 1) * sizeof(float)) : NULL;
   if (!res_o || (op->causal && !res_ht)) {
     tool_fail(&e, "memory", "cannot allocate the outputs");
     goto fail;
+  }
+  for (int i = 0; backward && i < TI_GRADS; i++) {
+    size_t n = tool_input_count(&p, i);
+    if (p.x[i] && !(res_g[i] = malloc((n ? n : 1) * sizeof(float)))) {
+      tool_fail(&e, "memory", "cannot allocate the gradients");
+      goto fail;
+    }
   }
   if (tool_context_create(device, &ctx, &e) != 0)
     goto fail;
@@ -309,6 +332,18 @@ int main(int argc, char **argv)
   }
   if (tool_dev_download(ctx, &d, res_o, res_ht, &e) != 0)
     goto fail;
+  if (backward) {
+    if (tool_dev_alloc_grads(ctx, &p, &o, &d, &e) != 0)
+      goto fail;
+    if ((r = op->exec_bwd(ctx, &d, &o, 0, 0, NULL)) != VKLA_SUCCESS) {
+      char where[64];
+      snprintf(where, sizeof where, "%s_backward", op->name);
+      tool_lib_fail(ctx, r, where, &e);
+      goto fail;
+    }
+    if (tool_dev_download_grads(ctx, &d, &p, res_g, &e) != 0)
+      goto fail;
+  }
   vkla_device_info info;
   memset(&info, 0, sizeof info);
   vkla_context_device_info(ctx, &info);
@@ -317,15 +352,37 @@ int main(int argc, char **argv)
   ctx = NULL;
 
   tool_check c;
+  tool_grad_check gc;
   memset(&c, 0, sizeof c);
+  memset(&gc, 0, sizeof gc);
   if (check && tool_check_results(op, &p, &o, res_o, res_ht, &c, &e) != 0)
+    goto fail;
+  if (check && backward &&
+      tool_check_grads(op, &p, &o, (const float *const *)res_g, &gc, &e) != 0)
     goto fail;
 
   {
-    const char *names[2] = {"o", "ht"};
-    const float *data[2] = {res_o, res_ht};
-    int64_t shapes[2][4] = {{p.B, p.T, p.HV, p.V}, {p.N, p.HV, p.K, p.V}};
-    if (write_outputs(out, op->causal ? 2 : 1, names, data, (const int64_t(*)[4])shapes, &e) != 0)
+    char gname[TI_GRADS][32];
+    const char *names[MAX_OUT_FILES] = {"o", "ht"};
+    const float *data[MAX_OUT_FILES] = {res_o, res_ht};
+    int ndims[MAX_OUT_FILES] = {4, 4};
+    int64_t shapes[MAX_OUT_FILES][4] = {{p.B, p.T, p.HV, p.V}, {p.N, p.HV, p.K, p.V}};
+    int nfiles = 1;
+    if (op->causal) {
+      names[1] = "ht";
+      data[1] = res_ht;
+      nfiles = 2;
+    }
+    for (int i = 0; i < TI_GRADS; i++) {
+      if (!res_g[i])
+        continue;
+      snprintf(gname[i], sizeof gname[i], "d%s", tool_input_names[i]);
+      names[nfiles] = gname[i];
+      data[nfiles] = res_g[i];
+      ndims[nfiles] = tool_input_shape(&p, i, shapes[nfiles]);
+      nfiles++;
+    }
+    if (write_outputs(out, nfiles, names, data, ndims, (const int64_t(*)[4])shapes, &e) != 0)
       goto fail;
   }
 
@@ -336,6 +393,9 @@ int main(int argc, char **argv)
             (long long)p.T, (long long)p.HV, (long long)p.K, (long long)p.V, (long long)p.N,
             info.name, out, op->causal ? ", " : "", op->causal ? out : "",
             op->causal ? "/ht.npy" : "");
+  if (!quiet && backward)
+    fprintf(stderr, PROG ": backward: wrote the gradients of %s to %s\n",
+            op->causal ? "L = sum(do * o) + sum(dht * ht)" : "L = sum(do * o)", out);
   if (check) {
     if (!quiet || !c.pass_o)
       fprintf(stderr, PROG ": check: o: nmse %.3e %s target %.2e %s%s\n", c.nmse_o,
@@ -345,11 +405,19 @@ int main(int argc, char **argv)
       fprintf(stderr, PROG ": check: ht: nmse %.3e %s target %.2e %s%s\n", c.nmse_ht,
               c.nmse_ht <= c.target_ht ? "<=" : ">", c.target_ht, c.pass_ht ? "PASS" : "FAIL",
               c.finite_ht ? "" : " (non-finite values)");
-    if (!c.pass)
+    for (int i = 0; backward && i < TI_GRADS; i++)
+      if (gc.has[i] && (!quiet || !gc.pass_one[i]))
+        fprintf(stderr, PROG ": check: d%s: nmse %.3e %s target %.2e %s%s\n",
+                tool_input_names[i], gc.nmse[i], gc.nmse[i] <= gc.target[i] ? "<=" : ">",
+                gc.target[i], gc.pass_one[i] ? "PASS" : "FAIL",
+                gc.finite[i] ? "" : " (non-finite values)");
+    if (!c.pass || (backward && !gc.pass))
       rc = 1;
   }
   free(res_o);
   free(res_ht);
+  for (int i = 0; i < TI_GRADS; i++)
+    free(res_g[i]);
   tool_problem_free(&p);
   return rc;
 
@@ -360,6 +428,8 @@ fail:
   }
   free(res_o);
   free(res_ht);
+  for (int i = 0; i < TI_GRADS; i++)
+    free(res_g[i]);
   tool_problem_free(&p);
   return die(&e);
 }
