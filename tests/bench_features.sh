@@ -46,8 +46,11 @@ grep -q '^# device: ' "$tmp/a.txt" || fail "no device line"
 grep -q '^# roofline: f32 FMA .* GFLOP/s.* copy .* GB/s' "$tmp/a.txt" || fail "no roofline line"
 rows=$(grep -c -E '^(linear_attn|delta_rule|lion) ' "$tmp/a.txt")
 test "$rows" -eq "$(wc -l < "$tmp/a.jsonl")" || fail "table rows ($rows) != JSON lines"
-grep -q -E '^linear_attn +chunk +f32 +1 +48 .* PASS$' "$tmp/a.txt" || fail "no checked chunk row"
-grep -q -E '^linear_attn +recurrent +bf16 +1 +1 ' "$tmp/a.txt" || fail "no decode row"
+grep -q -E '^linear_attn +chunk +fwd +f32 +1 +48 .* PASS$' "$tmp/a.txt" || fail "no checked chunk row"
+grep -q -E '^linear_attn +chunk +bwd +f32 +1 +48 .* PASS$' "$tmp/a.txt" ||
+    { grep -E ' bwd ' "$tmp/a.txt" >&2; fail "no checked backward row"; }
+grep -q -E '^linear_attn +recurrent +fwd +bf16 +1 +1 ' "$tmp/a.txt" || fail "no decode row"
+! grep -q -E '^[a-z_]+ +[a-z]+ +bwd +[a-z0-9]+ +[0-9]+ +1 ' "$tmp/a.txt" || fail "a backward decode row"
 if [ $have_py = 1 ]; then
     python3 - "$tmp/a.jsonl" <<'EOF' || fail "JSON lines check failed"
 import json, sys
@@ -68,11 +71,12 @@ for r in ok:
     assert abs(r["frac_flops"] - r["gflops"] / r["peak_gflops"]) <= 1e-3 * r["frac_flops"] + 1e-12
     assert abs(r["frac_bw"] - r["gbs"] / r["peak_gbs"]) <= 1e-3 * r["frac_bw"] + 1e-12
     if r["T"] == 1:
-        assert r["h0"] is True and r["form"] == "recurrent", r
-forms = {(r["op"], r["form"], r["dtype"]) for r in ok}
-for f in ("chunk", "recurrent"):
-    for d in ("f32", "f16", "bf16"):
-        assert ("linear_attn", f, d) in forms, (f, d)
+        assert r["h0"] is True and r["form"] == "recurrent" and r["pass"] == "fwd", r
+forms = {(r["op"], r["form"], r["pass"], r["dtype"]) for r in ok}
+for d in ("f32", "f16", "bf16"):
+    for f, p in (("chunk", "fwd"), ("recurrent", "fwd"), ("chunk", "bwd")):
+        assert ("linear_attn", f, p, d) in forms, (f, p, d)
+assert not [r for r in recs if r["pass"] == "bwd" and r["form"] != "chunk"], "bwd of a non-chunk form"
 EOF
 fi
 well_formed_svg "$tmp/a.svg"
@@ -97,9 +101,9 @@ cat > "$tmp/y.jsonl" <<EOF
 {$row, "form": "chunk", "T": 256, "status": "error", "time_us_median": null}
 EOF
 "$b" --compare "$tmp/x.jsonl" "$tmp/y.jsonl" > "$tmp/xy.txt" || fail "--compare x y failed"
-grep -q -E '^linear_attn +chunk +f32 +1 +256 .* 100\.0 +50\.0 +0\.500$' "$tmp/xy.txt" ||
+grep -q -E '^linear_attn +chunk +fwd +f32 +1 +256 .* 100\.0 +50\.0 +0\.500$' "$tmp/xy.txt" ||
     { cat "$tmp/xy.txt"; fail "ratio 0.5 missing"; }
-grep -q -E '^linear_attn +recurrent +f32 +1 +256 .* 4\.000$' "$tmp/xy.txt" || fail "ratio 4 missing"
+grep -q -E '^linear_attn +recurrent +fwd +f32 +1 +256 .* 4\.000$' "$tmp/xy.txt" || fail "ratio 4 missing"
 grep -q 'geomean B/A (time) over 2 cases: 1.414 ' "$tmp/xy.txt" || { cat "$tmp/xy.txt"; fail "geomean"; }
 grep -q '1 case only in A, 0 only in B' "$tmp/xy.txt" || fail "unmatched count"
 grep -q '# A: .*dev A' "$tmp/xy.txt" || fail "run A not described"
@@ -107,7 +111,7 @@ grep -q '# A: .*dev A' "$tmp/xy.txt" || fail "run A not described"
 # 4. the decode suite, tiny: T = 1 with h0/ht, checked
 "$b" --suite decode --B 1,3 --H 1 --K 16 --V 16 --dtype f32 --reps 3 --warmup 1 --check \
     --no-roofline --quiet --json "$tmp/d.jsonl" > "$tmp/d.txt" 2>/dev/null || fail "decode suite failed"
-grep -q -E '^linear_attn +recurrent +f32 +3 +1 .* PASS$' "$tmp/d.txt" || { cat "$tmp/d.txt"; fail "decode row"; }
+grep -q -E '^linear_attn +recurrent +fwd +f32 +3 +1 .* PASS$' "$tmp/d.txt" || { cat "$tmp/d.txt"; fail "decode row"; }
 ! grep -q -E ' (chunk|attn|rnn) ' "$tmp/d.txt" || fail "decode suite ran a non-recurrent form"
 grep -q '"frac_flops": null' "$tmp/d.jsonl" || fail "--no-roofline should leave frac_flops null"
 
@@ -117,7 +121,7 @@ grep -q '"frac_flops": null' "$tmp/d.jsonl" || fail "--no-roofline should leave 
 grep -q '"reps": 3, "warmup": 1,' "$tmp/t.jsonl" || { cat "$tmp/t.jsonl"; fail "--budget not applied"; }
 
 # 6. errors: exit 2 with a one-line message
-for args in "--suite nope" "--compare $tmp/x.jsonl" "--plot $tmp/x.jsonl" "--op nope" \
+for args in "--suite nope" "--compare $tmp/x.jsonl" "--plot $tmp/x.jsonl" "--op nope" "--pass up" \
             "--compare $tmp/x.jsonl $tmp/none.jsonl"; do
     # shellcheck disable=SC2086
     if "$b" $args > /dev/null 2> "$tmp/err"; then fail "accepted: $args"; fi

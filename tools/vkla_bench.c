@@ -298,6 +298,8 @@ static int build_cases(const selection *s, caselist *out, int quiet)
           c.bwd = strcmp(s->passes.item[pi], "bwd") == 0;
           if (c.bwd && g->decode)
             continue; /* the decode step is inference only */
+          if (c.bwd && form != VKLA_FORM_CHUNK && !s->forms_given)
+            continue; /* one backward algorithm (chunkwise) serves every form */
           tool_parse_dtype(s->dtypes.item[di], &c.dtype);
           c.B = Bs.v[bi];
           c.T = Ts.v[ti];
