@@ -1,0 +1,161 @@
+/*
+ * fuzz_npy.c - libFuzzer target over the .npy reader (tools/npy.c).
+ *
+ * Each input is one .npy file. It is read the two ways vkla-run's reader can
+ * take it: npy_parse on the bytes in memory, and npy_read_stream (the body of
+ * npy_read) on a stream over the same bytes. Both must agree exactly. An
+ * accepted array then goes through the conversions vkla-run applies to its
+ * inputs (npy_to_f32 for float inputs, npy_to_i64 for cu_seqlens) and
+ * npy_to_f64, and the results are checked against the raw data. Any
+ * disagreement or broken invariant aborts (a crash for libFuzzer); every path
+ * frees what it allocated (LeakSanitizer checks).
+ *
+ * Build: see tests/fuzz/CMakeLists.txt and docs/fuzzing.md.
+ */
+#include "npy.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK(cond)                                                                   \
+  do {                                                                                \
+    if (!(cond)) {                                                                    \
+      fprintf(stderr, "fuzz_npy: check failed at line %d: %s\n", __LINE__, #cond);  \
+      abort();                                                                        \
+    }                                                                                 \
+  } while (0)
+
+/* An error message: non-empty, one line, NUL-terminated within the buffer. */
+static void check_message(const char *err, size_t errlen)
+{
+  const size_t n = strnlen(err, errlen);
+  CHECK(n > 0 && n < errlen);
+  CHECK(strchr(err, '\n') == NULL);
+}
+
+static void check_array(const npy_array *a)
+{
+  CHECK(a->data != NULL);
+  CHECK(a->ndim >= 0 && a->ndim <= NPY_MAX_NDIM);
+  CHECK(npy_dtype_size(a->dtype) > 0);
+  int64_t count = 1;
+  for (int d = 0; d < NPY_MAX_NDIM; d++) {
+    if (d < a->ndim) {
+      CHECK(a->shape[d] >= 0);
+      count *= a->shape[d];
+    } else {
+      CHECK(a->shape[d] == 0);
+    }
+  }
+  CHECK(count == a->count);
+}
+
+/* Element i of the raw data as a double (what the conversions must give). */
+static double raw_elem(const npy_array *a, size_t i)
+{
+  switch (a->dtype) {
+  case NPY_F32: { float x; memcpy(&x, (const char *)a->data + 4 * i, 4); return x; }
+  case NPY_F64: { double x; memcpy(&x, (const char *)a->data + 8 * i, 8); return x; }
+  case NPY_I32: { int32_t x; memcpy(&x, (const char *)a->data + 4 * i, 4); return x; }
+  case NPY_I64: { int64_t x; memcpy(&x, (const char *)a->data + 8 * i, 8); return (double)x; }
+  case NPY_F16: {
+    uint16_t h;
+    memcpy(&h, (const char *)a->data + 2 * i, 2);
+    const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(m | 0x400, e - 25);
+    return (h >> 15) ? -v : v;
+  }
+  }
+  abort();
+}
+
+static int same_double(double x, double y)
+{
+  return (isnan(x) && isnan(y)) || x == y;
+}
+
+/* The conversions vkla-run uses (float inputs to float32, cu_seqlens to
+ * int64), and npy_to_f64, each checked element by element. */
+static void check_conversions(const npy_array *a)
+{
+  const size_t n = (size_t)a->count;
+  double *f64 = NULL;
+  float *f32 = NULL;
+  int64_t *i64 = NULL;
+
+  CHECK(npy_to_f64(a, &f64) == 0 && f64 != NULL);
+  for (size_t i = 0; i < n; i++)
+    CHECK(same_double(f64[i], raw_elem(a, i)));
+
+  CHECK(npy_to_f32(a, &f32) == 0 && f32 != NULL);
+  for (size_t i = 0; i < n; i++)
+    CHECK(same_double(f32[i], (float)f64[i]));
+
+  const int is_int = a->dtype == NPY_I32 || a->dtype == NPY_I64;
+  int integral = 1;
+  for (size_t i = 0; i < n && integral; i++)
+    integral = f64[i] >= -9223372036854775808.0 && f64[i] < 9223372036854775808.0 &&
+               f64[i] == floor(f64[i]);
+  const int rc = npy_to_i64(a, &i64);
+  if (is_int || integral) {
+    CHECK(rc == 0 && i64 != NULL);
+    for (size_t i = 0; i < n; i++) {
+      if (a->dtype == NPY_I64)
+        CHECK(memcmp(&i64[i], (const char *)a->data + 8 * i, 8) == 0);
+      else
+        CHECK((double)i64[i] == f64[i]);
+    }
+  } else {
+    CHECK(rc == -1 && i64 == NULL);
+  }
+
+  free(f64);
+  free(f32);
+  free(i64);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+  char err[256], err2[256];
+  npy_array a, b;
+
+  /* in memory */
+  memset(err, 0, sizeof err);
+  const int rc = npy_parse(data, size, &a, err, sizeof err);
+  if (rc == 0) {
+    check_array(&a);
+  } else {
+    CHECK(rc == -1 && a.data == NULL);
+    check_message(err, sizeof err);
+  }
+
+  /* from a stream, as npy_read reads a file */
+  FILE *f = size ? fmemopen((void *)data, size, "rb") : NULL;
+  if (f) {
+    memset(err2, 0, sizeof err2);
+    const int rc2 = npy_read_stream(f, &b, err2, sizeof err2);
+    fclose(f);
+    CHECK(rc2 == rc);
+    if (rc2 == 0) {
+      CHECK(b.dtype == a.dtype && b.ndim == a.ndim && b.count == a.count);
+      CHECK(memcmp(b.shape, a.shape, sizeof a.shape) == 0);
+      CHECK(memcmp(b.data, a.data, (size_t)a.count * npy_dtype_size(a.dtype)) == 0);
+      npy_free(&b);
+    } else {
+      CHECK(b.data == NULL);
+      CHECK(strcmp(err, err2) == 0);
+    }
+  }
+
+  if (rc == 0) {
+    check_conversions(&a);
+    npy_free(&a);
+    CHECK(a.data == NULL);
+  }
+  return 0;
+}
