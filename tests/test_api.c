@@ -1311,6 +1311,37 @@ static void test_env_storage16(void **state)
     th_check_validation();
 }
 
+/* With VK_INSTANCE_LAYERS naming the validation layer, the loader reports a general note
+ * ("env var 'VK_INSTANCE_LAYERS' defined and adding layers ..."). That is no validation
+ * message: neither counted nor passed on as VKLA_MESSAGE_VALIDATION. */
+static void test_env_instance_layers(void **state)
+{
+    (void)state;
+    const char *prev = getenv("VK_INSTANCE_LAYERS");
+    char *saved = prev ? strdup(prev) : NULL;
+    setenv("VK_INSTANCE_LAYERS", "VK_LAYER_KHRONOS_validation", 1);
+    msg_log log = {0};
+    vkla_context_desc desc = {0};
+    desc.validation = 1;
+    desc.message_fn = log_fn;
+    desc.message_user = &log;
+    vkla_context *c = NULL;
+    vkla_result r = vkla_context_create(&desc, &c);
+    if (saved)
+        setenv("VK_INSTANCE_LAYERS", saved, 1);
+    else
+        unsetenv("VK_INSTANCE_LAYERS");
+    free(saved);
+    if (r != VKLA_SUCCESS)
+        fail_msg("context with VK_INSTANCE_LAYERS set: %s: %s", vkla_result_string(r),
+                 log.last_error);
+    small_op_on(c, "context with VK_INSTANCE_LAYERS set");
+    assert_int_equal(log.validation, 0);
+    assert_int_equal(vkla_validation_message_count(c), 0);
+    vkla_context_destroy(c);
+    th_check_validation();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1323,6 +1354,7 @@ int main(void)
         cmocka_unit_test(test_pipeline_cache),
         cmocka_unit_test(test_device_info),
         cmocka_unit_test(test_env_storage16),
+        cmocka_unit_test(test_env_instance_layers),
     };
     return cmocka_run_group_tests_name("api", tests, th_setup, th_teardown);
 }
