@@ -1,17 +1,20 @@
 /*
  * fuzz_npy.c - libFuzzer target over the .npy reader (tools/npy.c).
  *
- * Each input is one .npy file. It is read the two ways vkla-run's reader can
- * take it: npy_parse on the bytes in memory, and npy_read_stream (the body of
- * npy_read) on a stream over the same bytes. Both must agree exactly. An
- * accepted array then goes through the conversions vkla-run applies to its
- * inputs (npy_to_f32 for float inputs, npy_to_i64 for cu_seqlens) and
- * npy_to_f64, and the results are checked against the raw data. Any
- * disagreement or broken invariant aborts (a crash for libFuzzer); every path
- * frees what it allocated (LeakSanitizer checks).
+ * Each input is one .npy file, read the ways the reader can take it, which
+ * must all agree exactly: npy_parse on the bytes in memory, npy_read_stream
+ * on a seekable stream (what npy_read does with the file it opens), on a
+ * stream that cannot seek and gives a few bytes per read (a pipe), and, for
+ * one input size in 16, npy_read on a path (an in-memory file), as vkla-run
+ * calls it. An accepted array then goes through the conversions vkla-run
+ * applies to its inputs (npy_to_f32 for float inputs, npy_to_i64 for
+ * cu_seqlens) and npy_to_f64, checked element by element against the raw
+ * data. Any disagreement or broken invariant aborts (a crash for libFuzzer);
+ * every path frees what it allocated (LeakSanitizer checks).
  *
  * Build: see tests/fuzz/CMakeLists.txt and docs/fuzzing.md.
  */
+#define _GNU_SOURCE /* fopencookie, memfd_create */
 #include "npy.h"
 
 #include <math.h>
@@ -19,6 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #define CHECK(cond)                                                                   \
   do {                                                                                \
@@ -117,6 +123,57 @@ static void check_conversions(const npy_array *a)
   free(i64);
 }
 
+/* A read-only stream over bytes that cannot seek and gives at most 61 bytes
+ * per read. */
+typedef struct {
+  const uint8_t *data;
+  size_t size, pos;
+} pipe_cookie;
+
+static ssize_t pipe_read(void *c, char *buf, size_t n)
+{
+  pipe_cookie *p = c;
+  size_t k = p->size - p->pos;
+  if (k > n)
+    k = n;
+  if (k > 61)
+    k = 61;
+  memcpy(buf, p->data + p->pos, k);
+  p->pos += k;
+  return (ssize_t)k;
+}
+
+/* An in-memory file holding the input, reached by path (/proc/self/fd/N). */
+static const char *file_of(const uint8_t *data, size_t size)
+{
+  static int fd = -1;
+  static char path[64];
+  if (fd < 0) {
+    fd = memfd_create("fuzz_npy", 0);
+    CHECK(fd >= 0);
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  }
+  CHECK(ftruncate(fd, 0) == 0);
+  CHECK(size == 0 || pwrite(fd, data, size, 0) == (ssize_t)size);
+  return path;
+}
+
+/* b (read another way, with message err2) is the same result as a (err). */
+static void check_same(int rc, const npy_array *a, const char *err, int rc2, npy_array *b,
+                       const char *err2)
+{
+  CHECK(rc2 == rc);
+  if (rc2 == 0) {
+    CHECK(b->dtype == a->dtype && b->ndim == a->ndim && b->count == a->count);
+    CHECK(memcmp(b->shape, a->shape, sizeof a->shape) == 0);
+    CHECK(memcmp(b->data, a->data, (size_t)a->count * npy_dtype_size(a->dtype)) == 0);
+    npy_free(b);
+  } else {
+    CHECK(b->data == NULL);
+    CHECK(strcmp(err, err2) == 0);
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -134,22 +191,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_message(err, sizeof err);
   }
 
-  /* from a stream, as npy_read reads a file */
+  /* from a seekable stream: what npy_read does with the file it opens */
   FILE *f = size ? fmemopen((void *)data, size, "rb") : NULL;
   if (f) {
     memset(err2, 0, sizeof err2);
     const int rc2 = npy_read_stream(f, &b, err2, sizeof err2);
     fclose(f);
-    CHECK(rc2 == rc);
-    if (rc2 == 0) {
-      CHECK(b.dtype == a.dtype && b.ndim == a.ndim && b.count == a.count);
-      CHECK(memcmp(b.shape, a.shape, sizeof a.shape) == 0);
-      CHECK(memcmp(b.data, a.data, (size_t)a.count * npy_dtype_size(a.dtype)) == 0);
-      npy_free(&b);
-    } else {
-      CHECK(b.data == NULL);
-      CHECK(strcmp(err, err2) == 0);
-    }
+    check_same(rc, &a, err, rc2, &b, err2);
+  }
+
+  /* from a stream that cannot seek, in short reads (a pipe) */
+  pipe_cookie pc = {data, size, 0};
+  f = fopencookie(&pc, "rb", (cookie_io_functions_t){.read = pipe_read});
+  CHECK(f != NULL);
+  memset(err2, 0, sizeof err2);
+  const int rc3 = npy_read_stream(f, &b, err2, sizeof err2);
+  fclose(f);
+  check_same(rc, &a, err, rc3, &b, err2);
+
+  /* by path, as vkla-run calls it; opening a file costs several times the rest, so only
+   * for one input size in 16 */
+  if (size % 16 == 0) {
+    memset(err2, 0, sizeof err2);
+    const int rc4 = npy_read(file_of(data, size), &b, err2, sizeof err2);
+    check_same(rc, &a, err, rc4, &b, err2);
   }
 
   if (rc == 0) {
