@@ -1,16 +1,20 @@
 /*
  * fuzz_npy.c - libFuzzer target over the .npy reader (tools/npy.c).
  *
- * Each input is one .npy file, read the ways the reader can take it, which
- * must all agree exactly: npy_parse on the bytes in memory, npy_read_stream
- * on a seekable stream (what npy_read does with the file it opens), on a
- * stream that cannot seek and gives a few bytes per read (a pipe), and, for
- * one input size in 16, npy_read on a path (an in-memory file), as vkla-run
- * calls it. An accepted array then goes through the conversions vkla-run
- * applies to its inputs (npy_to_f32 for float inputs, npy_to_i64 for
- * cu_seqlens) and npy_to_f64, checked element by element against the raw
- * data. Any disagreement or broken invariant aborts (a crash for libFuzzer);
- * every path frees what it allocated (LeakSanitizer checks).
+ * Each input is one .npy file, read every way the reader can take it; all
+ * must agree exactly:
+ *  - npy_parse on the bytes in memory;
+ *  - npy_read_stream on a seekable stream (what npy_read does with the file
+ *    it opens) and on one that cannot seek and gives at most 61 bytes per read
+ *    (a pipe); the latter once more failing half way, which must report a
+ *    read error and allocate nothing;
+ *  - npy_read on a path (an in-memory file), as vkla-run calls it, for one
+ *    input size in 16 (opening a path costs several times the rest).
+ * An accepted array then goes through the conversions vkla-run applies to its
+ * inputs (npy_to_f32 for float inputs, npy_to_i64 for cu_seqlens) and
+ * npy_to_f64, checked element by element against the raw data. Any
+ * disagreement or broken invariant aborts (a crash for libFuzzer); every path
+ * frees what it allocated (LeakSanitizer checks).
  *
  * Build: see tests/fuzz/CMakeLists.txt and docs/fuzzing.md.
  */
@@ -124,15 +128,18 @@ static void check_conversions(const npy_array *a)
 }
 
 /* A read-only stream over bytes that cannot seek and gives at most 61 bytes
- * per read. */
+ * per read (and optionally fails part way). */
 typedef struct {
   const uint8_t *data;
   size_t size, pos;
+  size_t fail_at; /* a read error once this many bytes were given (SIZE_MAX: never) */
 } pipe_cookie;
 
 static ssize_t pipe_read(void *c, char *buf, size_t n)
 {
   pipe_cookie *p = c;
+  if (p->pos >= p->fail_at)
+    return -1;
   size_t k = p->size - p->pos;
   if (k > n)
     k = n;
@@ -201,7 +208,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   }
 
   /* from a stream that cannot seek, in short reads (a pipe) */
-  pipe_cookie pc = {data, size, 0};
+  pipe_cookie pc = {data, size, 0, SIZE_MAX};
   f = fopencookie(&pc, "rb", (cookie_io_functions_t){.read = pipe_read});
   CHECK(f != NULL);
   memset(err2, 0, sizeof err2);
@@ -209,8 +216,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   fclose(f);
   check_same(rc, &a, err, rc3, &b, err2);
 
-  /* by path, as vkla-run calls it; opening a file costs several times the rest, so only
-   * for one input size in 16 */
+  /* the same stream failing half way: a read error, nothing allocated */
+  pipe_cookie pf = {data, size, 0, size / 2};
+  f = fopencookie(&pf, "rb", (cookie_io_functions_t){.read = pipe_read});
+  CHECK(f != NULL);
+  memset(err2, 0, sizeof err2);
+  CHECK(npy_read_stream(f, &b, err2, sizeof err2) == -1 && b.data == NULL);
+  fclose(f);
+  CHECK(strcmp(err2, "read error") == 0);
+
+  /* by path, as vkla-run calls it (one input size in 16) */
   if (size % 16 == 0) {
     memset(err2, 0, sizeof err2);
     const int rc4 = npy_read(file_of(data, size), &b, err2, sizeof err2);
