@@ -92,11 +92,9 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL debug_cb(VkDebugUtilsMessageSeverityFlagBi
     /* Validation messages (counted): validation and performance warnings and errors, and
      * errors of any type. General warnings are the loader's notes (e.g. "env var
      * 'VK_INSTANCE_LAYERS' defined and adding layers ..."): passed on as information only. */
-    const bool error = (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) != 0;
-    const bool warning = (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) != 0;
-    const bool checked = (types & (VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
-                                   VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT)) != 0;
-    if (error || (warning && checked)) {
+    if ((severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) ||
+        ((severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) &&
+         (types & ~(VkDebugUtilsMessageTypeFlagsEXT)VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT))) {
         ctx->validation_count++;
         if (ctx->msg_fn)
             ctx->msg_fn(ctx->msg_user, VKLA_MESSAGE_VALIDATION, text);
