@@ -87,14 +87,19 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL debug_cb(VkDebugUtilsMessageSeverityFlagBi
                                                const VkDebugUtilsMessengerCallbackDataEXT *data,
                                                void *user)
 {
-    (void)types;
     vkla_context *ctx = (vkla_context *)user;
-    if (severity & (VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
-                    VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT)) {
+    const char *text = data && data->pMessage ? data->pMessage : "(no text)";
+    /* Validation messages (counted): validation and performance warnings and errors, and
+     * errors of any type. General warnings are the loader's notes (e.g. "env var
+     * 'VK_INSTANCE_LAYERS' defined and adding layers ..."): passed on as information only. */
+    if ((severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) ||
+        ((severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) &&
+         (types & ~(VkDebugUtilsMessageTypeFlagsEXT)VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT))) {
         ctx->validation_count++;
         if (ctx->msg_fn)
-            ctx->msg_fn(ctx->msg_user, VKLA_MESSAGE_VALIDATION,
-                        data && data->pMessage ? data->pMessage : "(no text)");
+            ctx->msg_fn(ctx->msg_user, VKLA_MESSAGE_VALIDATION, text);
+    } else if (ctx->msg_fn) {
+        ctx->msg_fn(ctx->msg_user, VKLA_MESSAGE_INFO, text);
     }
     return VK_FALSE;
 }

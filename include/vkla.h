@@ -240,7 +240,10 @@ typedef struct vkla_roofline {
 
 VKLA_API vkla_result vkla_device_roofline(vkla_context *ctx, vkla_roofline *out);
 
-/* Number of validation messages seen since the context was created (validation contexts). */
+/* Number of validation messages seen since the context was created (validation contexts):
+ * validation and performance warnings and errors, and errors of any type. General warnings
+ * (the loader's notes, e.g. on VK_INSTANCE_LAYERS) go to message_fn as VKLA_MESSAGE_INFO and
+ * are not counted. */
 VKLA_API uint32_t vkla_validation_message_count(const vkla_context *ctx);
 
 /* Pipeline cache: call with data NULL to get the size, then with a buffer. */

@@ -76,8 +76,9 @@ static int peek(const cursor *c)
   return c->p < c->end ? (unsigned char)*c->p : -1;
 }
 
-/* A Python string literal in ' or " quotes (no escapes needed for our keys
- * and dtypes). 0 ok, -1 malformed or longer than buflen-1. */
+/* A Python string literal in ' or " quotes (no escapes or control characters
+ * needed for our keys and dtypes: a NUL would cut the key short unseen).
+ * 0 ok, -1 malformed or longer than buflen-1. */
 static int parse_string(cursor *c, char *buf, size_t buflen)
 {
   const int q = peek(c);
@@ -86,7 +87,7 @@ static int parse_string(cursor *c, char *buf, size_t buflen)
   c->p++;
   size_t n = 0;
   while (c->p < c->end && *c->p != q) {
-    if (*c->p == '\\' || n + 1 >= buflen)
+    if (*c->p == '\\' || (unsigned char)*c->p < 0x20 || n + 1 >= buflen)
       return -1;
     buf[n++] = *c->p++;
   }
@@ -261,158 +262,211 @@ static int parse_header(const char *hdr, size_t len, npy_array *a, char *err, si
   return 0;
 }
 
+/* ----------------------------------------------------------------- parse */
+
+/* Validates buf[0, len) as one whole .npy file: magic, version, header dict,
+ * and exactly count * dtype-size bytes of data after the header (no more, no
+ * less). Fills *a except a->data and sets *data_off to where the data starts.
+ * Shared by npy_parse and npy_read_stream. 0, or -1 with err. */
+static int parse_file(const unsigned char *buf, size_t len, npy_array *a, size_t *data_off,
+                      char *err, size_t errlen)
+{
+  static const unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+
+  /* magic, version, header length */
+  if (len < 6 || memcmp(buf, magic, 6) != 0) {
+    set_err(err, errlen, "not an .npy file (bad magic)");
+    return -1;
+  }
+  if (len < 8) {
+    set_err(err, errlen, "truncated header");
+    return -1;
+  }
+  const int major = buf[6], minor = buf[7];
+  if (major < 1 || major > 3 || minor != 0) {
+    set_err(err, errlen, "unsupported .npy format version %d.%d", major, minor);
+    return -1;
+  }
+  const size_t lenbytes = major == 1 ? 2 : 4;
+  if (len < 8 + lenbytes) {
+    set_err(err, errlen, "truncated header");
+    return -1;
+  }
+  uint32_t hlen = (uint32_t)buf[8] | (uint32_t)buf[9] << 8;
+  if (lenbytes == 4)
+    hlen |= (uint32_t)buf[10] << 16 | (uint32_t)buf[11] << 24;
+  if (hlen > NPY_MAX_HEADER) {
+    set_err(err, errlen, "header too large (%lu bytes, limit %d)", (unsigned long)hlen,
+            NPY_MAX_HEADER);
+    return -1;
+  }
+  const size_t off = 8 + lenbytes + hlen;
+  if (len < off) {
+    set_err(err, errlen, "truncated header");
+    return -1;
+  }
+  if (parse_header((const char *)buf + 8 + lenbytes, hlen, a, err, errlen))
+    return -1;
+
+  /* element count and byte size, with overflow checks */
+  const size_t esz = npy_dtype_size(a->dtype);
+  int64_t count = 1;
+  for (int d = 0; d < a->ndim; d++) {
+    if (a->shape[d] != 0 && count > INT64_MAX / a->shape[d]) {
+      set_err(err, errlen, "shape element count overflows");
+      return -1;
+    }
+    count *= a->shape[d];
+  }
+  if ((uint64_t)count > (uint64_t)(SIZE_MAX / esz) || count > INT64_MAX / (int64_t)esz) {
+    set_err(err, errlen, "shape element count overflows");
+    return -1;
+  }
+  a->count = count;
+  const size_t bytes = (size_t)count * esz;
+
+  /* the data: exactly bytes, nothing after it */
+  const size_t remain = len - off;
+  if (remain < bytes) {
+    set_err(err, errlen, "truncated data: expected %zu bytes, got %zu", bytes, remain);
+    return -1;
+  }
+  if (remain > bytes) {
+    set_err(err, errlen, "trailing data: %zu bytes after the array data", remain - bytes);
+    return -1;
+  }
+  *data_off = off;
+  return 0;
+}
+
+/* Takes data (count elements, little-endian) into a and a into *out. */
+static void finish(npy_array *a, void *data, npy_array *out)
+{
+  const size_t esz = npy_dtype_size(a->dtype);
+  if (host_is_big_endian() && esz > 1)
+    swap_bytes(data, (size_t)a->count, esz);
+  a->data = data;
+  *out = *a;
+}
+
+int npy_parse(const void *buf, size_t len, npy_array *out, char *err, size_t errlen)
+{
+  npy_array a;
+  size_t off;
+
+  memset(&a, 0, sizeof a);
+  if (out)
+    memset(out, 0, sizeof *out);
+  if (!out || (!buf && len)) {
+    set_err(err, errlen, "invalid arguments");
+    return -1;
+  }
+  if (parse_file(buf, len, &a, &off, err, errlen))
+    return -1;
+  const size_t bytes = len - off;
+  void *data = malloc(bytes ? bytes : 1);
+  if (!data) {
+    set_err(err, errlen, "out of memory (%zu bytes)", bytes);
+    return -1;
+  }
+  if (bytes)
+    memcpy(data, (const unsigned char *)buf + off, bytes);
+  finish(&a, data, out);
+  return 0;
+}
+
 /* ------------------------------------------------------------------ read */
+
+/* Reads the rest of f into a new buffer (*out, *len; never NULL on success).
+ * A seekable stream is read with one buffer of its remaining size (plus one
+ * byte, to see the end); others grow the buffer as they go. */
+static int read_all(FILE *f, unsigned char **out, size_t *len, char *err, size_t errlen)
+{
+  size_t cap = 4096, n = 0;
+  long pos = ftell(f);
+  if (pos >= 0 && fseek(f, 0, SEEK_END) == 0) {
+    const long end = ftell(f);
+    if (fseek(f, pos, SEEK_SET) != 0) {
+      set_err(err, errlen, "read error (cannot seek)");
+      return -1;
+    }
+    if (end > pos && (unsigned long)(end - pos) < SIZE_MAX)
+      cap = (size_t)(end - pos) + 1;
+  }
+  unsigned char *buf = malloc(cap);
+  if (!buf) {
+    set_err(err, errlen, "out of memory (%zu bytes)", cap);
+    return -1;
+  }
+  for (;;) {
+    if (n == cap) {
+      unsigned char *nb = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+      if (!nb) {
+        set_err(err, errlen, "out of memory (file larger than %zu bytes)", cap);
+        free(buf);
+        return -1;
+      }
+      buf = nb;
+      cap *= 2;
+    }
+    const size_t r = fread(buf + n, 1, cap - n, f);
+    n += r;
+    if (r == 0)
+      break;
+  }
+  if (ferror(f)) {
+    set_err(err, errlen, "read error");
+    free(buf);
+    return -1;
+  }
+  *out = buf;
+  *len = n;
+  return 0;
+}
+
+int npy_read_stream(FILE *f, npy_array *out, char *err, size_t errlen)
+{
+  npy_array a;
+  unsigned char *buf;
+  size_t len, off;
+
+  memset(&a, 0, sizeof a);
+  if (out)
+    memset(out, 0, sizeof *out);
+  if (!f || !out) {
+    set_err(err, errlen, "invalid arguments");
+    return -1;
+  }
+  if (read_all(f, &buf, &len, err, errlen))
+    return -1;
+  if (parse_file(buf, len, &a, &off, err, errlen)) {
+    free(buf);
+    return -1;
+  }
+  /* the data moves to the start of the file's buffer, which then shrinks to it */
+  const size_t bytes = len - off;
+  memmove(buf, buf + off, bytes);
+  void *data = realloc(buf, bytes ? bytes : 1);
+  finish(&a, data ? data : buf, out);
+  return 0;
+}
 
 int npy_read(const char *path, npy_array *out, char *err, size_t errlen)
 {
-  static const unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
-  unsigned char pre[12];
-  char *hdr = NULL;
-  FILE *f = NULL;
-  npy_array a;
-
-  memset(&a, 0, sizeof a);
   if (out)
     memset(out, 0, sizeof *out);
   if (!path || !out) {
     set_err(err, errlen, "invalid arguments");
     return -1;
   }
-  f = fopen(path, "rb");
+  FILE *f = fopen(path, "rb");
   if (!f) {
     set_err(err, errlen, "cannot open: %s", strerror(errno));
     return -1;
   }
-
-  /* magic, version, header length */
-  size_t got = fread(pre, 1, 8, f);
-  if (got < 6 || memcmp(pre, magic, 6) != 0) {
-    set_err(err, errlen, ferror(f) ? "read error" : "not an .npy file (bad magic)");
-    goto fail;
-  }
-  if (got < 8) {
-    set_err(err, errlen, "truncated header");
-    goto fail;
-  }
-  const int major = pre[6], minor = pre[7];
-  if (major < 1 || major > 3 || minor != 0) {
-    set_err(err, errlen, "unsupported .npy format version %d.%d", major, minor);
-    goto fail;
-  }
-  const size_t lenbytes = major == 1 ? 2 : 4;
-  if (fread(pre + 8, 1, lenbytes, f) != lenbytes) {
-    set_err(err, errlen, "truncated header");
-    goto fail;
-  }
-  uint32_t hlen = (uint32_t)pre[8] | (uint32_t)pre[9] << 8;
-  if (lenbytes == 4)
-    hlen |= (uint32_t)pre[10] << 16 | (uint32_t)pre[11] << 24;
-  if (hlen > NPY_MAX_HEADER) {
-    set_err(err, errlen, "header too large (%lu bytes, limit %d)", (unsigned long)hlen,
-            NPY_MAX_HEADER);
-    goto fail;
-  }
-  hdr = malloc(hlen ? hlen : 1);
-  if (!hdr) {
-    set_err(err, errlen, "out of memory");
-    goto fail;
-  }
-  if (fread(hdr, 1, hlen, f) != hlen) {
-    set_err(err, errlen, "truncated header");
-    goto fail;
-  }
-  if (parse_header(hdr, hlen, &a, err, errlen))
-    goto fail;
-  free(hdr);
-  hdr = NULL;
-
-  /* element count and byte size, with overflow checks */
-  const size_t esz = npy_dtype_size(a.dtype);
-  int64_t count = 1;
-  for (int d = 0; d < a.ndim; d++) {
-    if (a.shape[d] != 0 && count > INT64_MAX / a.shape[d]) {
-      set_err(err, errlen, "shape element count overflows");
-      goto fail;
-    }
-    count *= a.shape[d];
-  }
-  if ((uint64_t)count > (uint64_t)(SIZE_MAX / esz) || count > INT64_MAX / (int64_t)esz) {
-    set_err(err, errlen, "shape element count overflows");
-    goto fail;
-  }
-  a.count = count;
-  const size_t bytes = (size_t)count * esz;
-
-  /* When the file is seekable, compare its remaining size with the data size
-   * before allocating, so that a corrupt shape cannot ask for a huge buffer.
-   * (The reads below check again, for streams that cannot seek.) */
-  {
-    long pos = ftell(f), end = -1;
-    if (pos >= 0 && fseek(f, 0, SEEK_END) == 0)
-      end = ftell(f);
-    if (pos >= 0 && end >= pos) {
-      const uint64_t remain = (uint64_t)(end - pos);
-      if (remain < (uint64_t)bytes) {
-        set_err(err, errlen, "truncated data: expected %zu bytes, got %llu", bytes,
-                (unsigned long long)remain);
-        goto fail;
-      }
-      if (remain > (uint64_t)bytes) {
-        set_err(err, errlen, "trailing data: %llu bytes after the array data",
-                (unsigned long long)(remain - bytes));
-        goto fail;
-      }
-    }
-    if (pos >= 0 && fseek(f, pos, SEEK_SET) != 0) {
-      set_err(err, errlen, "read error (cannot seek)");
-      goto fail;
-    }
-  }
-
-  a.data = malloc(bytes ? bytes : 1);
-  if (!a.data) {
-    set_err(err, errlen, "out of memory (%zu bytes)", bytes);
-    goto fail;
-  }
-  got = fread(a.data, 1, bytes, f);
-  if (got != bytes) {
-    if (ferror(f))
-      set_err(err, errlen, "read error");
-    else
-      set_err(err, errlen, "truncated data: expected %zu bytes, got %zu", bytes, got);
-    goto fail;
-  }
-  /* nothing may follow the data */
-  {
-    unsigned char buf[4096];
-    uint64_t extra = 0;
-    size_t r;
-    while ((r = fread(buf, 1, sizeof buf, f)) > 0)
-      extra += r;
-    if (ferror(f)) {
-      set_err(err, errlen, "read error");
-      goto fail;
-    }
-    if (extra) {
-      set_err(err, errlen, "trailing data: %llu bytes after the array data",
-              (unsigned long long)extra);
-      goto fail;
-    }
-  }
+  const int rc = npy_read_stream(f, out, err, errlen);
   fclose(f);
-  f = NULL;
-
-  if (host_is_big_endian() && esz > 1)
-    swap_bytes(a.data, (size_t)count, esz);
-  *out = a;
-  return 0;
-
-fail:
-  free(hdr);
-  free(a.data);
-  if (f)
-    fclose(f);
-  return -1;
+  return rc;
 }
 
 void npy_free(npy_array *a)

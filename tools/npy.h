@@ -14,6 +14,7 @@
 #define VKLA_NPY_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -32,9 +33,15 @@ typedef struct npy_array {
   void *data;                     /* count elements of dtype, host byte order; never NULL after success */
 } npy_array;
 
-/* 0, or -1 with a one-line message in err naming the problem; on failure
- * out->data is NULL and nothing needs freeing. */
+/* Read a whole .npy file from a path, from the rest of an open stream (which
+ * stays open), or from the len bytes at buf (copied; buf may be NULL when len
+ * is 0). All three validate the same way (npy_read and npy_read_stream parse
+ * what they read with the same code as npy_parse): the whole input must be one
+ * array, nothing may follow its data. 0, or -1 with a one-line message in err
+ * naming the problem; on failure out->data is NULL and nothing needs freeing. */
 int npy_read(const char *path, npy_array *out, char *err, size_t errlen);
+int npy_read_stream(FILE *f, npy_array *out, char *err, size_t errlen);
+int npy_parse(const void *buf, size_t len, npy_array *out, char *err, size_t errlen);
 void npy_free(npy_array *a);
 
 /* Convert any numeric array to a newly malloc'ed double / float / int64 array

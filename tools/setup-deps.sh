@@ -4,20 +4,45 @@
 set -euo pipefail
 pkgs=(cmake make gcc pkg-config libc6-dev
       libvulkan-dev libvulkan-volk-dev glslang-tools spirv-tools
-      mesa-vulkan-drivers vulkan-validationlayers libcmocka-dev libpng-dev)
+      mesa-vulkan-drivers vulkan-validationlayers libcmocka-dev libpng-dev
+      clang)
+# clang's sanitizer and libFuzzer runtimes (for tests/fuzz) come in libclang-rt-<N>-dev, N
+# the major version of the clang-<N> the clang package depends on (14 on Debian 12); found
+# with apt-cache once the package lists are there.
+rt_pkg() {
+    local n
+    n=$(apt-cache depends clang 2>/dev/null | sed -n 's/^ *Depends: clang-\([0-9][0-9]*\)$/\1/p' | head -n1)
+    [ -n "$n" ] && echo "libclang-rt-$n-dev"
+}
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
 missing=()
 for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    installed "$p" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
+rt=$(rt_pkg || true)
+if [ -n "$rt" ] && ! installed "$rt"; then
+    missing+=("$rt")
+fi
+if [ ${#missing[@]} -eq 0 ] && [ -n "$rt" ]; then
     exit 0
 fi
-echo "vkla: installing ${missing[*]}" >&2
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "vkla: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+    command -v sudo >/dev/null || { echo "vkla: need root or sudo to install: ${missing[*]:-$rt}" >&2; exit 1; }
     sudo_cmd=(sudo)
 fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq
+if [ -z "$rt" ]; then
+    rt=$(rt_pkg || true)
+    if [ -n "$rt" ] && ! installed "$rt"; then
+        missing+=("$rt")
+    fi
+fi
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+echo "vkla: installing ${missing[*]}" >&2
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

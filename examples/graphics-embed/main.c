@@ -11,7 +11,8 @@
  * A's outputs), the barrier, and a render pass whose fragment shader draws the states and the
  * output history as a heatmap. Frames are written as PNG files.
  *
- * It exits non-zero when: a validation message (warning or error) was reported; the last
+ * It exits non-zero when: a validation message (a validation or performance warning or error,
+ * or an error of any type; not the loader's general notes) was reported; the last
  * frame's outputs or states differ from the float64 CPU reference; two consecutive frames are
  * identical; vkla called a submit, wait or command-buffer/memory allocation function while
  * recording; or the application's volk function pointers changed across vkla context creation
@@ -131,23 +132,28 @@ typedef struct app {
 } app;
 
 static uint32_t g_vk_messages; /* validation messages on the application's instance */
+static int g_verbose;
 
 static VKAPI_ATTR VkBool32 VKAPI_CALL debug_cb(VkDebugUtilsMessageSeverityFlagBitsEXT sev,
                                                VkDebugUtilsMessageTypeFlagsEXT types,
                                                const VkDebugUtilsMessengerCallbackDataEXT *d,
                                                void *user)
 {
-    (void)types;
     (void)user;
-    if (sev & (VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
-               VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT)) {
+    const char *text = d && d->pMessage ? d->pMessage : "(no text)";
+    /* Counted (and a failure): validation and performance warnings and errors, and errors of
+     * any type. General warnings are the loader's notes, such as "env var
+     * 'VK_INSTANCE_LAYERS' defined and adding layers ...", shown only with --verbose. */
+    if ((sev & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) ||
+        ((sev & VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) &&
+         (types & ~(VkDebugUtilsMessageTypeFlagsEXT)VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT))) {
         g_vk_messages++;
-        fprintf(stderr, "[validation] %s\n", d && d->pMessage ? d->pMessage : "(no text)");
+        fprintf(stderr, "[validation] %s\n", text);
+    } else if (g_verbose) {
+        fprintf(stderr, "[vulkan] %s\n", text);
     }
     return VK_FALSE;
 }
-
-static int g_verbose;
 
 static void on_vkla_message(void *user, vkla_message_severity sev, const char *text)
 {
