@@ -488,7 +488,8 @@ int tool_load_problem(const tool_op *op, const char *dir, vkla_dtype dtype, int 
   tool_round_to_dtype(p->x[TI_Q], tool_input_count(p, TI_Q), dtype);
   tool_round_to_dtype(p->x[TI_K], tool_input_count(p, TI_K), dtype);
   tool_round_to_dtype(p->x[TI_V], tool_input_count(p, TI_V), dtype);
-  tool_round_to_dtype(p->x[TI_DO], tool_input_count(p, TI_DO), dtype);
+  if (p->x[TI_DO])
+    tool_round_to_dtype(p->x[TI_DO], tool_input_count(p, TI_DO), dtype);
   rc = 0;
 done:
   for (int i = 0; i < TI_COUNT; i++)
