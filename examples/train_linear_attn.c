@@ -10,7 +10,7 @@
  * projections, their gradients and Adam run on the host. Prints the loss as it falls; exits 0
  * when the last steps' loss is below 5% of the first's.
  *
- *   vkla-example-train [steps]      (default 300)
+ *   vkla-example-train [steps] [learning rate]      (default 300, 0.05; linear decay to 0)
  */
 #include <math.h>
 #include <stdio.h>
@@ -112,8 +112,9 @@ static int forward(vkla_context *ctx, const dev *d, vkla_linear_attn_args *a, co
 int main(int argc, char **argv)
 {
     int steps = argc > 1 ? atoi(argv[1]) : 300;
-    if (steps < 1) {
-        fprintf(stderr, "usage: %s [steps >= 1]\n", argv[0]);
+    float lr0 = argc > 2 ? (float)atof(argv[2]) : 0.05f;
+    if (steps < 1 || !(lr0 > 0)) {
+        fprintf(stderr, "usage: %s [steps >= 1] [learning rate > 0]\n", argv[0]);
         return 2;
     }
     vkla_context *ctx;
@@ -155,7 +156,7 @@ int main(int argc, char **argv)
     init_layer(&student, 0.5f, 0.6f);
     static float x[B * T * D], q[B * T * HK], k[B * T * HK], v[B * T * HV], o[B * T * HV],
         target[B * T * HV], dout[B * T * HV], dq[B * T * HK], dk[B * T * HK], dv[B * T * HV];
-    const float lr = 0.01f, b1 = 0.9f, b2 = 0.999f;
+    const float b1 = 0.9f, b2 = 0.999f;
     double first = 0, last = 0;
     int rc = 1;
     for (int step = 1; step <= steps; step++) {
@@ -189,6 +190,7 @@ int main(int argc, char **argv)
         /* Adam */
         float *p = (float *)&student, *g = (float *)&grad, *mm = (float *)&m1, *vv = (float *)&m2;
         float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);
+        float lr = lr0 * (1.0f - (float)(step - 1) / (float)steps);
         for (int i = 0; i < NPARAM; i++) {
             mm[i] = b1 * mm[i] + (1 - b1) * g[i];
             vv[i] = b2 * vv[i] + (1 - b2) * g[i] * g[i];
