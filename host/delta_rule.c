@@ -11,7 +11,7 @@
 
 /* Can the kernels read (write) t four elements at a time? Its last dimension and strides must
  * be multiples of 4 and every binding window must start 4-element aligned. */
-static bool vec4_view(const vkla_context *ctx, const vkla_tensor *t)
+bool vkla__dr_vec4_view(const vkla_context *ctx, const vkla_tensor *t)
 {
     uint64_t es = vkla_dtype_size(t->dtype), st[VKLA_MAX_DIMS];
     uint64_t al = ctx->caps.props.limits.minStorageBufferOffsetAlignment;
@@ -108,8 +108,8 @@ vkla_result vkla__dr_plan(vkla_context *ctx, const vkla_delta_rule_args *a, bool
         goto fail;
     if (a->l2norm)
         p->flags |= F_L2NORM;
-    p->flags |= (vec4_view(ctx, &a->q) ? F_Q4 : 0) | (vec4_view(ctx, &a->k) ? F_K4 : 0) |
-                (vec4_view(ctx, &a->v) ? F_V4 : 0) | (!backward && vec4_view(ctx, o) ? F_O4 : 0);
+    p->flags |= (vkla__dr_vec4_view(ctx, &a->q) ? F_Q4 : 0) | (vkla__dr_vec4_view(ctx, &a->k) ? F_K4 : 0) |
+                (vkla__dr_vec4_view(ctx, &a->v) ? F_V4 : 0) | (!backward && vkla__dr_vec4_view(ctx, o) ? F_O4 : 0);
     p->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)p->K);
     if (!isfinite(p->scale)) {
         r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, "%s: scale must be finite", op);

@@ -109,12 +109,16 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_delta_rule_backward_a
     bp->scratch_bytes =
         vkla__align_up(bp->off_carry + (uint64_t)p->N * p->HV * p->K * p->V * 4, al);
     /* CPU drivers may end a shader invocation after 65535 loop iterations (all loops
-     * together): the per-chunk kernels spread a chunk over up to 64 workgroups (a few
-     * hundred iterations each), and bwd_scan walks a sequence in passes of nper chunks. */
-    uint64_t most = (uint64_t)p->C * (p->K > p->V ? p->K : p->V);
-    if ((uint64_t)p->K * p->V > most)
-        most = (uint64_t)p->K * p->V;
-    bp->groups = (uint32_t)((most + 255) / 256);
+     * together): the per-chunk kernels spread the elements of each step (at most `most`,
+     * each a loop of at most 64 iterations) over enough workgroups of 64 threads to keep an
+     * invocation near 4096 iterations per loop, and bwd_scan walks a sequence in passes of
+     * nper chunks. */
+    uint64_t most = (uint64_t)p->C * (4 * p->K4 > p->C ? 4 * p->K4 : p->C);
+    if ((uint64_t)p->K * p->V4 > most)
+        most = (uint64_t)p->K * p->V4;
+    if ((uint64_t)p->C * p->V4 > most)
+        most = (uint64_t)p->C * p->V4;
+    bp->groups = (uint32_t)((most + 4095) / 4096);
     bp->groups = bp->groups > 64 ? 64 : bp->groups < 1 ? 1 : bp->groups;
     uint32_t per_chunk = 2 * p->K4 * (p->C / 4) + p->K4 + p->C / 4;
     bp->nper = 12000 / per_chunk ? 12000 / per_chunk : 1;
@@ -249,8 +253,9 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     vkla__tensor_strides(&a->dout, st);
     for (int d = 0; d < 3; d++)
         l.push[W_STRIDES + 9 + d] = (uint32_t)st[d];
-    uint32_t flags = (p->flags & ~(uint32_t)(F_H0 | F_HT | F_STORE_T)) |
-                     (a->dht.buffer ? F_H0 : 0) | (a->dh0.buffer ? F_HT : 0);
+    uint32_t flags = (p->flags & ~(uint32_t)(F_H0 | F_HT | F_STORE_T | F_O4)) |
+                     (a->dht.buffer ? F_H0 : 0) | (a->dh0.buffer ? F_HT : 0) |
+                     (vkla__dr_vec4_view(ctx, &a->dout) ? F_O4 : 0);
     l.binds = bb;
     uint32_t vt = p->K > 128 ? 16 : 32; /* bwd_scan: value columns per workgroup */
     /* kernel, its steps (dispatches, each with its number in the flags' high bits), grid */

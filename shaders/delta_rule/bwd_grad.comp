@@ -61,23 +61,24 @@ void main()
     const float gl = s_g[L - 1u];
 
     const uint step = BWD_STEP;
+    const uint brv = br / 4u; // the record in vec4 units
     if (step == 0u) {
-    // D, F, E1, MW (and QK . dM), <S, dSn>
-    [[dont_unroll]] for (uint e = elem0(); e < C * V; e += elem_step()) {
-        const uint j = e / V, v = e % V;
-        float acc = 0.0;
+    // D, F, E1, MW (and QK . dM), <S, dSn>; rows are read as vec4s (zero padded)
+    [[dont_unroll]] for (uint e = elem0(); e < C * V4; e += elem_step()) {
+        const uint j = e / V4, v4 = e % V4;
+        vec4 acc = vec4(0.0);
         [[dont_unroll]] for (uint i = j; i < L; i++)
-            acc += tmat_buf[tm + i * BR_C4 + j / 4u][j % 4u] * bwd_buf[br + 4u * R_DVP + i * V4F + v];
-        bwd_buf[br + 4u * R_D + j * V4F + v] = acc;
+            acc += tmat_buf[tm + i * BR_C4 + j / 4u][j % 4u] * bwd4_buf[brv + R_DVP + i * V4 + v4];
+        bwd4_buf[brv + R_D + j * V4 + v4] = acc;
     }
-    [[dont_unroll]] for (uint e = elem0(); e < C * K; e += elem_step()) {
-        const uint j = e / K, x = e % K;
+    [[dont_unroll]] for (uint e = elem0(); e < C * 4u * K4; e += elem_step()) {
+        const uint j = e / (4u * K4), x = e % (4u * K4);
         float f = 0.0, e1 = 0.0;
-        if (j < L)
-            [[dont_unroll]] for (uint v = 0; v < V; v++) {
-                const float sv = state_buf[st + x * V4 + v / 4u][v % 4u];
-                f += work_buf[vp + j * V4 + v / 4u][v % 4u] * bwd_buf[br + 4u * R_DSN + x * V4F + v];
-                e1 += load_o(b, tb + j, h, v) * sv;
+        if (j < L && x < K)
+            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
+                const vec4 sv = state_buf[st + x * V4 + v4];
+                f += dot(work_buf[vp + j * V4 + v4], bwd4_buf[brv + R_DSN + x * V4 + v4]);
+                e1 += dot(load_o4(b, tb + j, h, 4u * v4), sv);
             }
         bwd_buf[br + 4u * R_F + j * K4F + x] = f;
         bwd_buf[br + 4u * R_E1 + j * K4F + x] = e1;
@@ -87,8 +88,8 @@ void main()
         float mw = 0.0;
         if (j <= i && i < L) {
             float dm = 0.0;
-            [[dont_unroll]] for (uint v = 0; v < V; v++)
-                dm += load_o(b, tb + i, h, v) * work_buf[vp + j * V4 + v / 4u][v % 4u];
+            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++)
+                dm += dot(load_o4(b, tb + i, h, 4u * v4), work_buf[vp + j * V4 + v4]);
             dm *= pc.scale;
             mw = dm * exp(s_g[i] - s_g[j]);
             bwd_buf[br + 4u * R_QK + i * C4F + j] *= dm;
@@ -97,10 +98,8 @@ void main()
     }
     {
         float acc = 0.0;
-        [[dont_unroll]] for (uint e = elem0(); e < K * V; e += elem_step()) {
-            const uint x = e / V, v = e % V;
-            acc += state_buf[st + x * V4 + v / 4u][v % 4u] * bwd_buf[br + 4u * R_DSN + x * V4F + v];
-        }
+        [[dont_unroll]] for (uint e = elem0(); e < K * V4; e += elem_step())
+            acc += dot(state_buf[st + e], bwd4_buf[brv + R_DSN + e]);
         s_red[lid] = acc;
     }
     barrier();
@@ -115,12 +114,12 @@ void main()
 
     if (step == 1u) {
     // E2, PW (and KK . dA), dv
-    [[dont_unroll]] for (uint e = elem0(); e < C * K; e += elem_step()) {
-        const uint j = e / K, x = e % K;
+    [[dont_unroll]] for (uint e = elem0(); e < C * 4u * K4; e += elem_step()) {
+        const uint j = e / (4u * K4), x = e % (4u * K4);
         float acc = 0.0;
-        if (j < L)
-            [[dont_unroll]] for (uint v = 0; v < V; v++)
-                acc += bwd_buf[br + 4u * R_D + j * V4F + v] * state_buf[st + x * V4 + v / 4u][v % 4u];
+        if (j < L && x < K)
+            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++)
+                acc += dot(bwd4_buf[brv + R_D + j * V4 + v4], state_buf[st + x * V4 + v4]);
         bwd_buf[br + 4u * R_E2 + j * K4F + x] = acc;
     }
     [[dont_unroll]] for (uint e = elem0(); e < C * C; e += elem_step()) {
@@ -128,56 +127,56 @@ void main()
         float pw = 0.0;
         if (j < i && i < L) {
             float da = 0.0;
-            [[dont_unroll]] for (uint v = 0; v < V; v++)
-                da -= bwd_buf[br + 4u * R_D + i * V4F + v] * work_buf[vp + j * V4 + v / 4u][v % 4u];
+            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++)
+                da -= dot(bwd4_buf[brv + R_D + i * V4 + v4], work_buf[vp + j * V4 + v4]);
             pw = s_b[i] * da * exp(s_g[i] - s_g[j]);
             bwd_buf[br + 4u * R_KK + i * C4F + j] *= da;
         }
         bwd_buf[br + 4u * R_PW + i * C4F + j] = pw;
     }
-    [[dont_unroll]] for (uint e = elem0(); e < C * V; e += elem_step()) {
-        const uint j = e / V, v = e % V;
-        bwd_buf[br + 4u * R_DV + j * V4F + v] = j < L ? s_b[j] * bwd_buf[br + 4u * R_D + j * V4F + v] : 0.0;
+    [[dont_unroll]] for (uint e = elem0(); e < C * V4; e += elem_step()) {
+        const uint j = e / V4;
+        bwd4_buf[brv + R_DV + e] = j < L ? s_b[j] * bwd4_buf[brv + R_D + e] : vec4(0.0);
     }
     return;
     }
 
     if (step == 2u) {
-    // dQ, dK (of the normalized q, k), and the per-token scalars
-    [[dont_unroll]] for (uint e = elem0(); e < C * K; e += elem_step()) {
-        const uint i = e / K, x = e % K;
-        float dq = 0.0, dk = 0.0;
+    // dQ, dK (of the normalized q, k), four key columns per element, and the per-token scalars
+    [[dont_unroll]] for (uint e = elem0(); e < C * K4; e += elem_step()) {
+        const uint i = e / K4, x4 = e % K4;
+        vec4 dq = vec4(0.0), dk = vec4(0.0);
         if (i < L) {
             const float eg = exp(s_g[i]);
-            dq = pc.scale * eg * bwd_buf[br + 4u * R_E1 + i * K4F + x];
-            dk = exp(gl - s_g[i]) * bwd_buf[br + 4u * R_F + i * K4F + x] -
-                 s_b[i] * eg * bwd_buf[br + 4u * R_E2 + i * K4F + x];
+            dq = pc.scale * eg * bwd4_buf[brv + R_E1 + e];
+            dk = exp(gl - s_g[i]) * bwd4_buf[brv + R_F + e] - s_b[i] * eg * bwd4_buf[brv + R_E2 + e];
             [[dont_unroll]] for (uint j = 0; j < L; j++) {
-                const float kj = load_k(b, tb + j, hq, x) * s_ik[j];
+                const vec4 kj = load_k4(b, tb + j, hq, 4u * x4) * s_ik[j];
                 if (j <= i)
                     dq += bwd_buf[br + 4u * R_MW + i * C4F + j] * kj;
                 if (j >= i)
-                    dk += bwd_buf[br + 4u * R_MW + j * C4F + i] * load_q(b, tb + j, hq, x) * s_iq[j];
+                    dk += bwd_buf[br + 4u * R_MW + j * C4F + i] * s_iq[j] * load_q4(b, tb + j, hq, 4u * x4);
                 if (j < i)
                     dk += bwd_buf[br + 4u * R_PW + i * C4F + j] * kj;
                 if (j > i)
                     dk += bwd_buf[br + 4u * R_PW + j * C4F + i] * kj;
             }
         }
-        bwd_buf[br + 4u * R_DQ + i * K4F + x] = dq;
-        bwd_buf[br + 4u * R_DK + i * K4F + x] = dk;
+        bwd4_buf[brv + R_DQ + e] = dq;
+        bwd4_buf[brv + R_DK + e] = dk;
     }
     [[dont_unroll]] for (uint i = elem0(); i < C; i += elem_step()) {
         float dG = 0.0, db = 0.0, r = 0.0;
         if (i < L) {
             float vd = 0.0, ke2 = 0.0, qe1 = 0.0, kf = 0.0;
-            [[dont_unroll]] for (uint v = 0; v < V; v++)
-                vd += load_v(b, tb + i, h, v) * bwd_buf[br + 4u * R_D + i * V4F + v];
-            [[dont_unroll]] for (uint x = 0; x < K; x++) {
-                const float kx = load_k(b, tb + i, hq, x) * s_ik[i];
-                ke2 += kx * bwd_buf[br + 4u * R_E2 + i * K4F + x];
-                kf += kx * bwd_buf[br + 4u * R_F + i * K4F + x];
-                qe1 += load_q(b, tb + i, hq, x) * s_iq[i] * bwd_buf[br + 4u * R_E1 + i * K4F + x];
+            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++)
+                vd += dot(load_v4(b, tb + i, h, 4u * v4), bwd4_buf[brv + R_D + i * V4 + v4]);
+            [[dont_unroll]] for (uint x4 = 0; x4 < K4; x4++) {
+                const vec4 kx = load_k4(b, tb + i, hq, 4u * x4) * s_ik[i];
+                const uint row = i * K4 + x4;
+                ke2 += dot(kx, bwd4_buf[brv + R_E2 + row]);
+                kf += dot(kx, bwd4_buf[brv + R_F + row]);
+                qe1 += dot(load_q4(b, tb + i, hq, 4u * x4) * s_iq[i], bwd4_buf[brv + R_E1 + row]);
             }
             float rkk = 0.0;
             [[dont_unroll]] for (uint j = 0; j < i; j++)
@@ -226,14 +225,15 @@ void main()
             const uint i = e % C, isk = e / C;
             if (i >= L)
                 continue;
-            const uint row = br + 4u * (isk == 1u ? R_DK : R_DQ) + i * K4F;
+            const uint row = brv + (isk == 1u ? R_DK : R_DQ) + i * K4;
             const float inv = isk == 1u ? s_ik[i] : s_iq[i];
-            float dot = 0.0;
-            [[dont_unroll]] for (uint x = 0; x < K; x++)
-                dot += (isk == 1u ? load_k(b, tb + i, hq, x) : load_q(b, tb + i, hq, x)) * inv * bwd_buf[row + x];
-            [[dont_unroll]] for (uint x = 0; x < K; x++) {
-                const float xh = (isk == 1u ? load_k(b, tb + i, hq, x) : load_q(b, tb + i, hq, x)) * inv;
-                bwd_buf[row + x] = inv * (bwd_buf[row + x] - xh * dot);
+            float dot_ = 0.0;
+            [[dont_unroll]] for (uint x4 = 0; x4 < K4; x4++)
+                dot_ += dot((isk == 1u ? load_k4(b, tb + i, hq, 4u * x4) : load_q4(b, tb + i, hq, 4u * x4)) * inv,
+                            bwd4_buf[row + x4]);
+            [[dont_unroll]] for (uint x4 = 0; x4 < K4; x4++) {
+                const vec4 xh = (isk == 1u ? load_k4(b, tb + i, hq, 4u * x4) : load_q4(b, tb + i, hq, 4u * x4)) * inv;
+                bwd4_buf[row + x4] = inv * (bwd4_buf[row + x4] - xh * dot_);
             }
         }
     }

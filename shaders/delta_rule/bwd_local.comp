@@ -31,7 +31,7 @@ void main()
     const uint tb = t0 + local0;
     const uint rec = work_rec(h, c);
     const uint br = bwd_rec(pc.beta_base, h, c);
-    const uint C4F = 4u * BR_C4, V4F = 4u * BR_V4;
+    const uint C4F = 4u * BR_C4, brv = br / 4u;
 
     for (uint j = lid; j < C; j += gl_WorkGroupSize.x) {
         const vec4 inf = work_buf[work_info(rec) + j];
@@ -47,10 +47,10 @@ void main()
             const uint i = e / C, j = e % C;
             float qk = 0.0, kk = 0.0;
             if (i < L && j <= i) {
-                [[dont_unroll]] for (uint x = 0; x < K; x++) {
-                    const float kj = load_k(b, tb + j, hq, x);
-                    qk += load_q(b, tb + i, hq, x) * kj;
-                    kk += load_k(b, tb + i, hq, x) * kj;
+                [[dont_unroll]] for (uint x = 0; x < K; x += 4u) {
+                    const vec4 kj = load_k4(b, tb + j, hq, x);
+                    qk += dot(load_q4(b, tb + i, hq, x), kj);
+                    kk += dot(load_k4(b, tb + i, hq, x), kj);
                 }
                 const float d = exp(s_g[i] - s_g[j]) * s_ik[j];
                 qk *= d * s_iq[i];
@@ -61,18 +61,19 @@ void main()
         }
         return;
     }
-    [[dont_unroll]] for (uint e = elem0(); e < C * V; e += elem_step()) {
-        const uint i = e / V, v = e % V;
-        float acc = 0.0;
+    // four value columns per element
+    [[dont_unroll]] for (uint e = elem0(); e < C * V4; e += elem_step()) {
+        const uint i = e / V4, v4 = e % V4;
+        vec4 acc = vec4(0.0);
         [[dont_unroll]] for (uint j = i; j < L; j++)
-            acc += bwd_buf[br + 4u * R_QK + j * C4F + i] * load_o(b, tb + j, h, v);
-        bwd_buf[br + 4u * R_DVP + i * V4F + v] = pc.scale * acc;
+            acc += bwd_buf[br + 4u * R_QK + j * C4F + i] * load_o4(b, tb + j, h, 4u * v4);
+        bwd4_buf[brv + R_DVP + i * V4 + v4] = pc.scale * acc;
     }
-    [[dont_unroll]] for (uint e = elem0(); e < K * V; e += elem_step()) {
-        const uint x = e / V, v = e % V;
-        float acc = 0.0;
+    [[dont_unroll]] for (uint e = elem0(); e < K * V4; e += elem_step()) {
+        const uint x = e / V4, v4 = e % V4;
+        vec4 acc = vec4(0.0);
         [[dont_unroll]] for (uint j = 0; j < L; j++)
-            acc += load_q(b, tb + j, hq, x) * s_qe[j] * load_o(b, tb + j, h, v);
-        bwd_buf[br + 4u * R_DSN + x * V4F + v] = pc.scale * acc;
+            acc += (load_q(b, tb + j, hq, x) * s_qe[j]) * load_o4(b, tb + j, h, 4u * v4);
+        bwd4_buf[brv + R_DSN + x * V4 + v4] = pc.scale * acc;
     }
 }

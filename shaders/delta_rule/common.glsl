@@ -75,6 +75,7 @@ layout(std430, binding = 2) readonly buffer VB4 { ELEM4 v4_buf[]; };
 layout(std430, binding = 3) readonly buffer OB { ELEM o_buf[]; };
 layout(std430, binding = 3) readonly buffer OB4 { ELEM4 o4_buf[]; };
 layout(std430, binding = 4) coherent buffer BWB { float bwd_buf[]; };
+layout(std430, binding = 4) coherent buffer BWB4 { vec4 bwd4_buf[]; }; // the same, as vec4s
 layout(std430, binding = 5) buffer CYB { float carry_buf[]; };
 #define BWD_STEP (pc.flags >> 16)
 #else
@@ -114,41 +115,25 @@ float load_v(uint b, uint t, uint h, uint j) { return LOADE(v_buf[pc.v_base + b 
 void store_o(uint b, uint t, uint h, uint j, float x) { o_buf[pc.o_base + b * pc.o_sb + t * pc.o_st + h * pc.o_sh + j] = STOREE(x); }
 #endif
 // four consecutive elements from column i (a multiple of 4); zeros past the end of the row
-vec4 load_q4(uint b, uint t, uint hq, uint i)
-{
-    const uint e = pc.q_base + b * pc.q_sb + t * pc.q_st + hq * pc.q_sh + i;
-    if (Q4)
-        return LOADE4(q4_buf[e / 4u]);
-    vec4 x = vec4(0.0);
-    for (uint m = 0; m < 4u; m++)
-        if (i + m < K)
-            x[m] = LOADE(q_buf[e + m]);
-    return x;
-}
-vec4 load_k4(uint b, uint t, uint hq, uint i)
-{
-    const uint e = pc.k_base + b * pc.k_sb + t * pc.k_st + hq * pc.k_sh + i;
-    if (K4OK)
-        return LOADE4(k4_buf[e / 4u]);
-    vec4 x = vec4(0.0);
-    for (uint m = 0; m < 4u; m++)
-        if (i + m < K)
-            x[m] = LOADE(k_buf[e + m]);
-    return x;
-}
-vec4 load_v4(uint b, uint t, uint h, uint j)
-{
-    const uint e = pc.v_base + b * pc.v_sb + t * pc.v_st + h * pc.v_sh + j;
-    if (V4OK)
-        return LOADE4(v4_buf[e / 4u]);
-    vec4 x = vec4(0.0);
-    for (uint m = 0; m < 4u; m++)
-        if (j + m < V)
-            x[m] = LOADE(v_buf[e + m]);
-    return x;
-}
+// (n elements). ok: the tensor may be read as whole vec4s.
+#define DR_LOAD4(name, buf, buf4, ok, base, sb, st, sh, n)                      \
+    vec4 name(uint b, uint t, uint h, uint i)                                    \
+    {                                                                            \
+        const uint e = pc.base + b * pc.sb + t * pc.st + h * pc.sh + i;          \
+        if (ok)                                                                  \
+            return LOADE4(buf4[e / 4u]);                                         \
+        vec4 x = vec4(0.0);                                                      \
+        for (uint m = 0; m < 4u; m++)                                            \
+            if (i + m < n)                                                       \
+                x[m] = LOADE(buf[e + m]);                                        \
+        return x;                                                                \
+    }
+DR_LOAD4(load_q4, q_buf, q4_buf, Q4, q_base, q_sb, q_st, q_sh, K)
+DR_LOAD4(load_k4, k_buf, k4_buf, K4OK, k_base, k_sb, k_st, k_sh, K)
+DR_LOAD4(load_v4, v_buf, v4_buf, V4OK, v_base, v_sb, v_st, v_sh, V)
 #ifdef DR_BACKWARD
 float load_o(uint b, uint t, uint h, uint j) { return LOADE(o_buf[pc.o_base + b * pc.o_sb + t * pc.o_st + h * pc.o_sh + j]); }
+DR_LOAD4(load_o4, o_buf, o4_buf, O4, o_base, o_sb, o_st, o_sh, V) // dout
 #else
 void store_o4(uint b, uint t, uint h, uint j, vec4 x)
 {
