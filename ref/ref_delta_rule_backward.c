@@ -18,21 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* xn = x / n (or x), returns 1 / n (or 1) */
-static double normalize(double *xn, const double *x, size_t K, int l2norm)
-{
-  double inv = 1.0;
-  if (l2norm) {
-    double ss = 0.0;
-    for (size_t c = 0; c < K; c++)
-      ss += x[c] * x[c];
-    inv = 1.0 / sqrt(ss + 1e-6);
-  }
-  for (size_t c = 0; c < K; c++)
-    xn[c] = x[c] * inv;
-  return inv;
-}
-
 /* dst += the gradient w.r.t. the raw x of the normalized xn, given dxn */
 static void add_raw_grad(double *dst, const double *xn, const double *dxn, double inv, size_t K,
                          int l2norm)
@@ -98,7 +83,7 @@ int vkla_ref_delta_rule_backward(const vkla_ref_delta_rule_backward_args *a)
         const double *S0 = Sall + (size_t)(t - t0) * K * V;
         double *S1 = Sall + (size_t)(t - t0 + 1) * K * V;
         const double d = f->g ? exp(f->g[tv]) : 1.0;
-        normalize(kn, f->k + tq * K, K, f->l2norm);
+        vkla_ref_l2_row(kn, f->k + tq * K, K, f->l2norm);
         for (size_t i = 0; i < K * V; i++)
           S1[i] = d * S0[i];
         for (size_t j = 0; j < V; j++) {
@@ -120,16 +105,16 @@ int vkla_ref_delta_rule_backward(const vkla_ref_delta_rule_backward_args *a)
         const size_t row = (size_t)b * T + (size_t)t, tq = row * H + hq, tv = row * HV + hv;
         const double *S0 = Sall + (size_t)(t - t0) * K * V;     /* S_{t-1} */
         const double *S1 = Sall + (size_t)(t - t0 + 1) * K * V; /* S_t */
-        const double *dot_ = a->dout + tv * V, *vt = f->v + tv * V;
+        const double *dout_t = a->dout + tv * V, *vt = f->v + tv * V;
         const double beta = f->beta[tv], d = f->g ? exp(f->g[tv]) : 1.0;
-        const double iq = normalize(qn, f->q + tq * K, K, f->l2norm);
-        const double ik = normalize(kn, f->k + tq * K, K, f->l2norm);
+        const double iq = vkla_ref_l2_row(qn, f->q + tq * K, K, f->l2norm);
+        const double ik = vkla_ref_l2_row(kn, f->k + tq * K, K, f->l2norm);
         /* o_t */
         for (size_t c = 0; c < K; c++) {
           double acc = 0.0;
           for (size_t j = 0; j < V; j++) {
-            acc += S1[c * V + j] * dot_[j];
-            dS[c * V + j] += f->scale * qn[c] * dot_[j];
+            acc += S1[c * V + j] * dout_t[j];
+            dS[c * V + j] += f->scale * qn[c] * dout_t[j];
           }
           dqn[c] = f->scale * acc;
         }
