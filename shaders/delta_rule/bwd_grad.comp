@@ -25,6 +25,7 @@
 #include "bwd_layout.glsl"
 
 const uint C = P0;
+const uint C4 = C / 4u;
 const uint NT = 64u; // threads
 shared float s_g[C];
 shared float s_ik[C];
@@ -71,17 +72,33 @@ void main()
             acc += tmat_buf[tm + i * BR_C4 + j / 4u][j % 4u] * bwd4_buf[brv + R_DVP + i * V4 + v4];
         bwd4_buf[brv + R_D + j * V4 + v4] = acc;
     }
-    [[dont_unroll]] for (uint e = elem0(); e < C * 4u * K4; e += elem_step()) {
-        const uint j = e / (4u * K4), x = e % (4u * K4);
-        float f = 0.0, e1 = 0.0;
-        if (j < L && x < K)
-            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
-                const vec4 sv = state_buf[st + x * V4 + v4];
-                f += dot(work_buf[vp + j * V4 + v4], bwd4_buf[brv + R_DSN + x * V4 + v4]);
-                e1 += dot(load_o4(b, tb + j, h, 4u * v4), sv);
+    // F and E1 in 4 x 4 blocks (rows j0.., key columns x0..): each vec4 load feeds 4 dots
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * K4; e += elem_step()) {
+        const uint j0 = 4u * (e / K4), x4 = e % K4;
+        vec4 f[4], e1[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++) {
+            f[a] = vec4(0.0);
+            e1[a] = vec4(0.0);
+        }
+        [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
+            vec4 vr[4], orow[4], sv[4], dn[4];
+            [[unroll]] for (uint a = 0; a < 4u; a++) {
+                const bool jok = j0 + a < L, xok = 4u * x4 + a < K;
+                vr[a] = jok ? work_buf[vp + (j0 + a) * V4 + v4] : vec4(0.0);
+                orow[a] = jok ? load_o4(b, tb + j0 + a, h, 4u * v4) : vec4(0.0);
+                sv[a] = xok ? state_buf[st + (4u * x4 + a) * V4 + v4] : vec4(0.0);
+                dn[a] = xok ? bwd4_buf[brv + R_DSN + (4u * x4 + a) * V4 + v4] : vec4(0.0);
             }
-        bwd_buf[br + 4u * R_F + j * K4F + x] = f;
-        bwd_buf[br + 4u * R_E1 + j * K4F + x] = e1;
+            [[unroll]] for (uint a = 0; a < 4u; a++)
+                [[unroll]] for (uint m = 0; m < 4u; m++) {
+                    f[a][m] += dot(vr[a], dn[m]);
+                    e1[a][m] += dot(orow[a], sv[m]);
+                }
+        }
+        [[unroll]] for (uint a = 0; a < 4u; a++) {
+            bwd4_buf[brv + R_F + (j0 + a) * K4 + x4] = f[a];
+            bwd4_buf[brv + R_E1 + (j0 + a) * K4 + x4] = e1[a];
+        }
     }
     [[dont_unroll]] for (uint e = elem0(); e < C * C; e += elem_step()) {
         const uint i = e / C, j = e % C;
@@ -114,13 +131,24 @@ void main()
 
     if (step == 1u) {
     // E2, PW (and KK . dA), dv
-    [[dont_unroll]] for (uint e = elem0(); e < C * 4u * K4; e += elem_step()) {
-        const uint j = e / (4u * K4), x = e % (4u * K4);
-        float acc = 0.0;
-        if (j < L && x < K)
-            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++)
-                acc += dot(bwd4_buf[brv + R_D + j * V4 + v4], state_buf[st + x * V4 + v4]);
-        bwd_buf[br + 4u * R_E2 + j * K4F + x] = acc;
+    // E2 in 4 x 4 blocks
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * K4; e += elem_step()) {
+        const uint j0 = 4u * (e / K4), x4 = e % K4;
+        vec4 acc[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            acc[a] = vec4(0.0);
+        [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
+            vec4 dr[4], sv[4];
+            [[unroll]] for (uint a = 0; a < 4u; a++) {
+                dr[a] = j0 + a < L ? bwd4_buf[brv + R_D + (j0 + a) * V4 + v4] : vec4(0.0);
+                sv[a] = 4u * x4 + a < K ? state_buf[st + (4u * x4 + a) * V4 + v4] : vec4(0.0);
+            }
+            [[unroll]] for (uint a = 0; a < 4u; a++)
+                [[unroll]] for (uint m = 0; m < 4u; m++)
+                    acc[a][m] += dot(dr[a], sv[m]);
+        }
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            bwd4_buf[brv + R_E2 + (j0 + a) * K4 + x4] = acc[a];
     }
     [[dont_unroll]] for (uint e = elem0(); e < C * C; e += elem_step()) {
         const uint i = e / C, j = e % C;
@@ -143,27 +171,34 @@ void main()
 
     if (step == 2u) {
     // dQ, dK (of the normalized q, k), four key columns per element, and the per-token scalars
-    [[dont_unroll]] for (uint e = elem0(); e < C * K4; e += elem_step()) {
-        const uint i = e / K4, x4 = e % K4;
-        vec4 dq = vec4(0.0), dk = vec4(0.0);
-        if (i < L) {
+    // four rows i0.. per element: MW and PW are zero outside their triangles and rows >= L,
+    // and row j of MW, PW at columns i0..i0+3 is one vec4
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * K4; e += elem_step()) {
+        const uint i0 = 4u * (e / K4), x4 = e % K4;
+        vec4 dq[4], dk[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++) {
+            const uint i = i0 + a, row = i * K4 + x4;
             const float eg = exp(s_g[i]);
-            dq = pc.scale * eg * bwd4_buf[brv + R_E1 + e];
-            dk = exp(gl - s_g[i]) * bwd4_buf[brv + R_F + e] - s_b[i] * eg * bwd4_buf[brv + R_E2 + e];
-            [[dont_unroll]] for (uint j = 0; j < L; j++) {
-                const vec4 kj = load_k4(b, tb + j, hq, 4u * x4) * s_ik[j];
-                if (j <= i)
-                    dq += bwd_buf[br + 4u * R_MW + i * C4F + j] * kj;
-                if (j >= i)
-                    dk += bwd_buf[br + 4u * R_MW + j * C4F + i] * s_iq[j] * load_q4(b, tb + j, hq, 4u * x4);
-                if (j < i)
-                    dk += bwd_buf[br + 4u * R_PW + i * C4F + j] * kj;
-                if (j > i)
-                    dk += bwd_buf[br + 4u * R_PW + j * C4F + i] * kj;
+            dq[a] = i < L ? pc.scale * eg * bwd4_buf[brv + R_E1 + row] : vec4(0.0);
+            dk[a] = i < L ? exp(gl - s_g[i]) * bwd4_buf[brv + R_F + row] -
+                                s_b[i] * eg * bwd4_buf[brv + R_E2 + row]
+                          : vec4(0.0);
+        }
+        [[dont_unroll]] for (uint j = 0; j < L; j++) {
+            const vec4 kj = load_k4(b, tb + j, hq, 4u * x4) * s_ik[j];
+            const vec4 qj = load_q4(b, tb + j, hq, 4u * x4) * s_iq[j];
+            const vec4 mwj = bwd4_buf[brv + R_MW + j * BR_C4 + i0 / 4u]; // MW[j][i0 + a]
+            const vec4 pwj = bwd4_buf[brv + R_PW + j * BR_C4 + i0 / 4u]; // PW[j][i0 + a]
+            [[unroll]] for (uint a = 0; a < 4u; a++) {
+                const uint ij = br + 4u * (i0 + a) * BR_C4 + j; // [i0 + a][j]
+                dq[a] += bwd_buf[ij + 4u * R_MW] * kj;
+                dk[a] += mwj[a] * qj + (bwd_buf[ij + 4u * R_PW] + pwj[a]) * kj;
             }
         }
-        bwd4_buf[brv + R_DQ + e] = dq;
-        bwd4_buf[brv + R_DK + e] = dk;
+        [[unroll]] for (uint a = 0; a < 4u; a++) {
+            bwd4_buf[brv + R_DQ + (i0 + a) * K4 + x4] = dq[a];
+            bwd4_buf[brv + R_DK + (i0 + a) * K4 + x4] = dk[a];
+        }
     }
     [[dont_unroll]] for (uint i = elem0(); i < C; i += elem_step()) {
         float dG = 0.0, db = 0.0, r = 0.0;
