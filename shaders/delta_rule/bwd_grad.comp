@@ -65,12 +65,21 @@ void main()
     const uint brv = br / 4u; // the record in vec4 units
     if (step == 0u) {
     // D, F, E1, MW (and QK . dM), <S, dSn>; rows are read as vec4s (zero padded)
-    [[dont_unroll]] for (uint e = elem0(); e < C * V4; e += elem_step()) {
-        const uint j = e / V4, v4 = e % V4;
-        vec4 acc = vec4(0.0);
-        [[dont_unroll]] for (uint i = j; i < L; i++)
-            acc += tmat_buf[tm + i * BR_C4 + j / 4u][j % 4u] * bwd4_buf[brv + R_DVP + i * V4 + v4];
-        bwd4_buf[brv + R_D + j * V4 + v4] = acc;
+    // D = T^T dV', 4 rows x 4 value columns per element (row i of T at columns j0.. is one vec4,
+    // zero above the diagonal)
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * V4; e += elem_step()) {
+        const uint j0 = 4u * (e / V4), v4 = e % V4;
+        vec4 acc[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            acc[a] = vec4(0.0);
+        [[dont_unroll]] for (uint i = j0; i < L; i++) {
+            const vec4 t = tmat_buf[tm + i * C4 + j0 / 4u];
+            const vec4 dv = bwd4_buf[brv + R_DVP + i * V4 + v4];
+            [[unroll]] for (uint a = 0; a < 4u; a++)
+                acc[a] += t[a] * dv;
+        }
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            bwd4_buf[brv + R_D + (j0 + a) * V4 + v4] = acc[a];
     }
     // F and E1 in 4 x 4 blocks (rows j0.., key columns x0..): each vec4 load feeds 4 dots
     [[dont_unroll]] for (uint e = elem0(); e < C4 * K4; e += elem_step()) {
@@ -100,18 +109,34 @@ void main()
             bwd4_buf[brv + R_E1 + (j0 + a) * K4 + x4] = e1[a];
         }
     }
-    [[dont_unroll]] for (uint e = elem0(); e < C * C; e += elem_step()) {
-        const uint i = e / C, j = e % C;
-        float mw = 0.0;
-        if (j <= i && i < L) {
-            float dm = 0.0;
-            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++)
-                dm += dot(load_o4(b, tb + i, h, 4u * v4), work_buf[vp + j * V4 + v4]);
-            dm *= pc.scale;
-            mw = dm * exp(s_g[i] - s_g[j]);
-            bwd_buf[br + 4u * R_QK + i * C4F + j] *= dm;
+    // dM = scale dO V'^T in 4 x 4 blocks
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * C4; e += elem_step()) {
+        const uint i0 = 4u * (e / C4), j0 = 4u * (e % C4);
+        vec4 dm[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            dm[a] = vec4(0.0);
+        if (j0 <= i0 && i0 < L)
+            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
+                vec4 o[4], w[4];
+                [[unroll]] for (uint a = 0; a < 4u; a++) {
+                    o[a] = i0 + a < L ? load_o4(b, tb + i0 + a, h, 4u * v4) : vec4(0.0);
+                    w[a] = j0 + a < L ? work_buf[vp + (j0 + a) * V4 + v4] : vec4(0.0);
+                }
+                [[unroll]] for (uint a = 0; a < 4u; a++)
+                    [[unroll]] for (uint m = 0; m < 4u; m++)
+                        dm[a][m] += dot(o[a], w[m]);
+            }
+        [[unroll]] for (uint a = 0; a < 4u; a++) {
+            const uint i = i0 + a;
+            vec4 mw = vec4(0.0);
+            [[unroll]] for (uint m = 0; m < 4u; m++) {
+                const uint j = j0 + m;
+                if (j <= i && i < L)
+                    mw[m] = pc.scale * dm[a][m] * exp(s_g[i] - s_g[j]);
+            }
+            bwd4_buf[brv + R_MW + i * C4 + j0 / 4u] = mw;
+            bwd4_buf[brv + R_QK + i * C4 + j0 / 4u] *= pc.scale * dm[a]; // zero where QK is
         }
-        bwd_buf[br + 4u * R_MW + i * C4F + j] = mw;
     }
     {
         float acc = 0.0;
@@ -150,17 +175,34 @@ void main()
         [[unroll]] for (uint a = 0; a < 4u; a++)
             bwd4_buf[brv + R_E2 + (j0 + a) * K4 + x4] = acc[a];
     }
-    [[dont_unroll]] for (uint e = elem0(); e < C * C; e += elem_step()) {
-        const uint i = e / C, j = e % C;
-        float pw = 0.0;
-        if (j < i && i < L) {
-            float da = 0.0;
-            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++)
-                da -= dot(bwd4_buf[brv + R_D + i * V4 + v4], work_buf[vp + j * V4 + v4]);
-            pw = s_b[i] * da * exp(s_g[i] - s_g[j]);
-            bwd_buf[br + 4u * R_KK + i * C4F + j] *= da;
+    // dA = -D V'^T in 4 x 4 blocks
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * C4; e += elem_step()) {
+        const uint i0 = 4u * (e / C4), j0 = 4u * (e % C4);
+        vec4 da[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            da[a] = vec4(0.0);
+        if (j0 <= i0 && i0 < L)
+            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
+                vec4 d[4], w[4];
+                [[unroll]] for (uint a = 0; a < 4u; a++) {
+                    d[a] = i0 + a < L ? bwd4_buf[brv + R_D + (i0 + a) * V4 + v4] : vec4(0.0);
+                    w[a] = j0 + a < L ? work_buf[vp + (j0 + a) * V4 + v4] : vec4(0.0);
+                }
+                [[unroll]] for (uint a = 0; a < 4u; a++)
+                    [[unroll]] for (uint m = 0; m < 4u; m++)
+                        da[a][m] -= dot(d[a], w[m]);
+            }
+        [[unroll]] for (uint a = 0; a < 4u; a++) {
+            const uint i = i0 + a;
+            vec4 pw = vec4(0.0);
+            [[unroll]] for (uint m = 0; m < 4u; m++) {
+                const uint j = j0 + m;
+                if (j < i && i < L)
+                    pw[m] = s_b[i] * da[a][m] * exp(s_g[i] - s_g[j]);
+            }
+            bwd4_buf[brv + R_PW + i * C4 + j0 / 4u] = pw;
+            bwd4_buf[brv + R_KK + i * C4 + j0 / 4u] *= da[a]; // zero where KK is
         }
-        bwd_buf[br + 4u * R_PW + i * C4F + j] = pw;
     }
     [[dont_unroll]] for (uint e = elem0(); e < C * V4; e += elem_step()) {
         const uint j = e / V4;

@@ -13,6 +13,7 @@
 #include "bwd_layout.glsl"
 
 const uint C = P0;
+const uint C4 = C / 4u;
 shared float s_g[C];
 shared float s_ik[C];
 shared float s_iq[C];
@@ -31,7 +32,7 @@ void main()
     const uint tb = t0 + local0;
     const uint rec = work_rec(h, c);
     const uint br = bwd_rec(pc.beta_base, h, c);
-    const uint C4F = 4u * BR_C4, brv = br / 4u;
+    const uint brv = br / 4u;
 
     for (uint j = lid; j < C; j += gl_WorkGroupSize.x) {
         const vec4 inf = work_buf[work_info(rec) + j];
@@ -43,37 +44,70 @@ void main()
     barrier();
 
     if (BWD_STEP == 0u) {
-        [[dont_unroll]] for (uint e = elem0(); e < C * C; e += elem_step()) {
-            const uint i = e / C, j = e % C;
-            float qk = 0.0, kk = 0.0;
-            if (i < L && j <= i) {
-                [[dont_unroll]] for (uint x = 0; x < K; x += 4u) {
-                    const vec4 kj = load_k4(b, tb + j, hq, x);
-                    qk += dot(load_q4(b, tb + i, hq, x), kj);
-                    kk += dot(load_k4(b, tb + i, hq, x), kj);
-                }
-                const float d = exp(s_g[i] - s_g[j]) * s_ik[j];
-                qk *= d * s_iq[i];
-                kk = j < i ? kk * d * s_ik[i] : 0.0;
+        // 4 x 4 blocks (rows i0.., columns j0..); blocks above the diagonal are zero
+        [[dont_unroll]] for (uint e = elem0(); e < C4 * C4; e += elem_step()) {
+            const uint i0 = 4u * (e / C4), j0 = 4u * (e % C4);
+            vec4 qk[4], kk[4];
+            [[unroll]] for (uint a = 0; a < 4u; a++) {
+                qk[a] = vec4(0.0);
+                kk[a] = vec4(0.0);
             }
-            bwd_buf[br + 4u * R_QK + i * C4F + j] = qk;
-            bwd_buf[br + 4u * R_KK + i * C4F + j] = kk;
+            if (j0 <= i0 && i0 < L)
+                [[dont_unroll]] for (uint x = 0; x < K; x += 4u) {
+                    vec4 qi[4], ki[4], kj[4];
+                    [[unroll]] for (uint a = 0; a < 4u; a++) {
+                        qi[a] = i0 + a < L ? load_q4(b, tb + i0 + a, hq, x) : vec4(0.0);
+                        ki[a] = i0 + a < L ? load_k4(b, tb + i0 + a, hq, x) : vec4(0.0);
+                        kj[a] = j0 + a < L ? load_k4(b, tb + j0 + a, hq, x) : vec4(0.0);
+                    }
+                    [[unroll]] for (uint a = 0; a < 4u; a++)
+                        [[unroll]] for (uint m = 0; m < 4u; m++) {
+                            qk[a][m] += dot(qi[a], kj[m]);
+                            kk[a][m] += dot(ki[a], kj[m]);
+                        }
+                }
+            [[unroll]] for (uint a = 0; a < 4u; a++) {
+                const uint i = i0 + a;
+                [[unroll]] for (uint m = 0; m < 4u; m++) {
+                    const uint j = j0 + m;
+                    const float d = i < L && j <= i ? exp(s_g[i] - s_g[j]) * s_ik[j] : 0.0;
+                    qk[a][m] *= d * s_iq[i];
+                    kk[a][m] = j < i ? kk[a][m] * d * s_ik[i] : 0.0;
+                }
+                bwd4_buf[brv + R_QK + i * C4 + j0 / 4u] = qk[a];
+                bwd4_buf[brv + R_KK + i * C4 + j0 / 4u] = kk[a];
+            }
         }
         return;
     }
-    // four value columns per element
-    [[dont_unroll]] for (uint e = elem0(); e < C * V4; e += elem_step()) {
-        const uint i = e / V4, v4 = e % V4;
-        vec4 acc = vec4(0.0);
-        [[dont_unroll]] for (uint j = i; j < L; j++)
-            acc += bwd_buf[br + 4u * R_QK + j * C4F + i] * load_o4(b, tb + j, h, 4u * v4);
-        bwd4_buf[brv + R_DVP + i * V4 + v4] = pc.scale * acc;
+    // 4 rows x 4 value columns per element; row j of QK at columns i0.. is one vec4
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * V4; e += elem_step()) {
+        const uint i0 = 4u * (e / V4), v4 = e % V4;
+        vec4 acc[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            acc[a] = vec4(0.0);
+        [[dont_unroll]] for (uint j = i0; j < L; j++) {
+            const vec4 o = load_o4(b, tb + j, h, 4u * v4);
+            const vec4 m = bwd4_buf[brv + R_QK + j * C4 + i0 / 4u]; // QK[j][i0 + a], 0 above
+            [[unroll]] for (uint a = 0; a < 4u; a++)
+                acc[a] += m[a] * o;
+        }
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            bwd4_buf[brv + R_DVP + (i0 + a) * V4 + v4] = pc.scale * acc[a];
     }
-    [[dont_unroll]] for (uint e = elem0(); e < K * V4; e += elem_step()) {
-        const uint x = e / V4, v4 = e % V4;
-        vec4 acc = vec4(0.0);
-        [[dont_unroll]] for (uint j = 0; j < L; j++)
-            acc += (load_q(b, tb + j, hq, x) * s_qe[j]) * load_o4(b, tb + j, h, 4u * v4);
-        bwd4_buf[brv + R_DSN + x * V4 + v4] = pc.scale * acc;
+    [[dont_unroll]] for (uint e = elem0(); e < K4 * V4; e += elem_step()) {
+        const uint x0 = 4u * (e / V4), v4 = e % V4;
+        vec4 acc[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            acc[a] = vec4(0.0);
+        [[dont_unroll]] for (uint j = 0; j < L; j++) {
+            const vec4 o = load_o4(b, tb + j, h, 4u * v4);
+            const vec4 q = load_q4(b, tb + j, hq, x0) * s_qe[j];
+            [[unroll]] for (uint a = 0; a < 4u; a++)
+                acc[a] += q[a] * o;
+        }
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            if (x0 + a < K)
+                bwd4_buf[brv + R_DSN + (x0 + a) * V4 + v4] = pc.scale * acc[a];
     }
 }
