@@ -257,14 +257,16 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
                      (a->dht.buffer ? F_H0 : 0) | (a->dh0.buffer ? F_HT : 0) |
                      (vkla__dr_vec4_view(ctx, &a->dout) ? F_O4 : 0);
     l.binds = bb;
-    uint32_t vt = p->K > 128 ? 16 : 32; /* bwd_scan: value columns per workgroup */
+    /* bwd_scan: threads of four value columns each; dS and dV' columns fit 32 KiB */
+    uint32_t vt = 2048 / (p->K + p->C);
+    vt = vt > 16 ? 16 : vt < 1 ? 1 : vt;
     /* kernel, its steps (dispatches, each with its number in the flags' high bits), grid */
     struct {
         const char *kernel;
         uint32_t steps, threads, grid_x;
         vkla_grid_z z;
     } kernels[3] = {{"bwd_local", 2, 64, bp.groups, VKLA_GRID_CHUNKS},
-                    {"bwd_scan", bp.passes, vt, (p->V + vt - 1) / vt, VKLA_GRID_SEQS},
+                    {"bwd_scan", bp.passes, vt, (p->V4 + vt - 1) / vt, VKLA_GRID_SEQS},
                     {"bwd_grad", 4, 64, bp.groups, VKLA_GRID_CHUNKS}};
     for (int i = 0; i < 3; i++) {
         if ((r = pipeline(ctx, p, kernels[i].kernel, kernels[i].threads, kernels[i].threads,
