@@ -226,15 +226,25 @@ void main()
                                 s_b[i] * eg * bwd4_buf[brv + R_E2 + row]
                           : vec4(0.0);
         }
-        [[dont_unroll]] for (uint j = 0; j < L; j++) {
-            const vec4 kj = load_k4(b, tb + j, hq, 4u * x4) * s_ik[j];
-            const vec4 qj = load_q4(b, tb + j, hq, 4u * x4) * s_iq[j];
-            const vec4 mwj = bwd4_buf[brv + R_MW + j * BR_C4 + i0 / 4u]; // MW[j][i0 + a]
-            const vec4 pwj = bwd4_buf[brv + R_PW + j * BR_C4 + i0 / 4u]; // PW[j][i0 + a]
+        // four tokens j0.. at a time: rows i0 + a of MW and PW at columns j0.. are vec4s
+        [[dont_unroll]] for (uint j0 = 0; j0 < L; j0 += 4u) {
+            vec4 mwi[4], pwi[4];
             [[unroll]] for (uint a = 0; a < 4u; a++) {
-                const uint ij = br + 4u * (i0 + a) * BR_C4 + j; // [i0 + a][j]
-                dq[a] += bwd_buf[ij + 4u * R_MW] * kj;
-                dk[a] += mwj[a] * qj + (bwd_buf[ij + 4u * R_PW] + pwj[a]) * kj;
+                mwi[a] = bwd4_buf[brv + R_MW + (i0 + a) * C4 + j0 / 4u];
+                pwi[a] = bwd4_buf[brv + R_PW + (i0 + a) * C4 + j0 / 4u];
+            }
+            [[unroll]] for (uint m = 0; m < 4u; m++) {
+                const uint j = j0 + m;
+                if (j >= L)
+                    break;
+                const vec4 kj = load_k4(b, tb + j, hq, 4u * x4) * s_ik[j];
+                const vec4 qj = load_q4(b, tb + j, hq, 4u * x4) * s_iq[j];
+                const vec4 mwj = bwd4_buf[brv + R_MW + j * C4 + i0 / 4u]; // MW[j][i0 + a]
+                const vec4 pwj = bwd4_buf[brv + R_PW + j * C4 + i0 / 4u]; // PW[j][i0 + a]
+                [[unroll]] for (uint a = 0; a < 4u; a++) {
+                    dq[a] += mwi[a][m] * kj;
+                    dk[a] += mwj[a] * qj + (pwi[a][m] + pwj[a]) * kj;
+                }
             }
         }
         [[unroll]] for (uint a = 0; a < 4u; a++) {
@@ -288,10 +298,15 @@ void main()
                 acc = exp(gl) * sd;
                 [[dont_unroll]] for (uint i = 0; i < L; i++)
                     acc += bwd_buf[br + 4u * (R_DB + i) + (i >= t ? 1u : 2u)];
-                [[dont_unroll]] for (uint i = t; i < L; i++)
-                    [[dont_unroll]] for (uint j = 0; j < t; j++)
-                        acc += bwd_buf[br + 4u * R_QK + i * C4F + j] +
-                               s_b[i] * bwd_buf[br + 4u * R_KK + i * C4F + j];
+                [[dont_unroll]] for (uint i = t; i < L; i++) {
+                    vec4 row = vec4(0.0); // columns j < t, four at a time
+                    [[dont_unroll]] for (uint j0 = 0; j0 < t; j0 += 4u) {
+                        const vec4 y = bwd4_buf[brv + R_QK + i * C4 + j0 / 4u] +
+                                       s_b[i] * bwd4_buf[brv + R_KK + i * C4 + j0 / 4u];
+                        row += j0 + 4u <= t ? y : vec4(lessThan(uvec4(j0) + uvec4(0, 1, 2, 3), uvec4(t))) * y;
+                    }
+                    acc += row.x + row.y + row.z + row.w;
+                }
             }
             bwd_buf[br + 4u * (R_DB + t) + 3u] = acc;
         }
