@@ -37,6 +37,20 @@ void vkla_ref_seq_range(int T, const int32_t *cu_seqlens, int n,
   }
 }
 
+double vkla_ref_l2_row(double *dst, const double *src, size_t n, int l2norm)
+{
+  double inv = 1.0;
+  if (l2norm) {
+    double ss = 0.0;
+    for (size_t c = 0; c < n; c++)
+      ss += src[c] * src[c];
+    inv = 1.0 / sqrt(ss + 1e-6);
+  }
+  for (size_t c = 0; c < n; c++)
+    dst[c] = src[c] * inv;
+  return inv;
+}
+
 double vkla_ref_nmse(const double *ref, const float *out, size_t n)
 {
   double num = 0.0, den = 0.0;

@@ -15,20 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* dst = src, or its l2-normalized copy */
-static void load_vec(double *dst, const double *src, size_t K, int l2norm)
-{
-  double inv = 1.0;
-  if (l2norm) {
-    double ss = 0.0;
-    for (size_t c = 0; c < K; c++)
-      ss += src[c] * src[c];
-    inv = 1.0 / sqrt(ss + 1e-6);
-  }
-  for (size_t c = 0; c < K; c++)
-    dst[c] = src[c] * inv;
-}
-
 int vkla_ref_delta_rule(const vkla_ref_delta_rule_args *a)
 {
   int nseq;
@@ -76,8 +62,8 @@ int vkla_ref_delta_rule(const vkla_ref_delta_rule_args *a)
         double *ot = a->o + tv * V;
         const double beta = a->beta[tv];
 
-        load_vec(qn, a->q + tq * K, K, a->l2norm);
-        load_vec(kn, a->k + tq * K, K, a->l2norm);
+        vkla_ref_l2_row(qn, a->q + tq * K, K, a->l2norm);
+        vkla_ref_l2_row(kn, a->k + tq * K, K, a->l2norm);
 
         /* S' = exp(g) S */
         if (a->g) {

@@ -122,6 +122,9 @@ int vkla_ref_all_finite(const float *x, size_t n);
 int vkla_ref_seq_check(int B, int T, const int32_t *cu_seqlens, int N, int *nseq);
 void vkla_ref_seq_range(int T, const int32_t *cu_seqlens, int n,
                         int *b, int *t0, int *t1);
+/* dst = src / sqrt(sum src^2 + 1e-6) with l2norm, else src (n elements); returns the factor
+ * (1 without l2norm). */
+double vkla_ref_l2_row(double *dst, const double *src, size_t n, int l2norm);
 
 #ifdef __cplusplus
 }

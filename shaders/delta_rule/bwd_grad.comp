@@ -1,0 +1,332 @@
+#version 450
+// Delta rule backward, step 5 (parallel over all chunks): the gradients of the chunk's tokens.
+// Chunk with entering state S, the gradient dSn of the state leaving it (bwd_scan), V' and dV',
+// T = (I + A)^-1, Q, K (normalized), betas b, cumulative log gates G, D_ij = e^(G_i - G_j):
+//   D = T^T dV',  E1 = dO S^T,  E2 = D S^T,  F = V' dSn^T
+//   MW = (scale dO V'^T) . D (j <= i)  and QK <- QK . (scale dO V'^T)
+//   PW = diag(b) dA . D (j < i) with dA = -D V'^T  and KK <- KK . dA
+//   dQ = scale e^G E1 + MW K
+//   dK = MW^T Q + e^(G_last - G) F - b e^G E2 + PW K + PW^T K
+//   dv = b D,  dbeta = v.D - e^G k.E2 + rowsum(KK)
+//   dG = scale e^G q.E1 + rowsum - colsum of QK + b rowsum(KK) - colsum(b KK) - b e^G k.E2
+//        - e^(G_last - G) k.F, and the last token adds e^(G_last) <S, dSn> + sum e^(G_last - G) k.F
+//   dg = the reverse cumulative sum of dG inside the chunk (summed as in step 3)
+// With l2norm, dq = (dQ - q (q.dQ)) / |q| (likewise dk), q the normalized query.
+// Intermediates live in the chunk's backward record. Four dispatches (BWD_STEP 0 to 3), each
+// spreading its elements over the chunk's workgroups (grid x) and their threads:
+//   0: D, F, E1, MW (and QK . dM), partial sums of <S, dSn>
+//   1: E2, PW (and KK . dA), dv
+//   2: dQ, dK, and per token dbeta and the terms of dg
+//   3: dg, and the l2norm backward of the rows of dq and dk
+// Grid: x = workgroups per chunk (at most 16), y = value heads, z = chunks. P0 = C.
+#extension GL_GOOGLE_include_directive : require
+#define DR_BACKWARD 1
+#include "common.glsl"
+#include "bwd_layout.glsl"
+
+const uint C = P0;
+const uint C4 = C / 4u;
+const uint NT = 64u; // threads
+shared float s_g[C];
+shared float s_ik[C];
+shared float s_iq[C];
+shared float s_b[C];
+shared float s_red[NT];
+
+void main()
+{
+    const uint lid = gl_LocalInvocationID.x;
+    const uint h = pc.h_begin + gl_WorkGroupID.y;
+    const uint c = pc.c_begin + gl_WorkGroupID.z;
+    const uint hq = h / pc.group;
+    uint s, local0, b, t0, len;
+    chunk_info(c, C, s, local0);
+    seq_info(s, b, t0, len);
+    const uint L = min(C, len - local0);
+    const uint tb = t0 + local0;
+    const uint rec = work_rec(h, c);
+    const uint st = state_at(h, c);
+    const uint tm = tmat_at(h, c);
+    const uint br = bwd_rec(pc.beta_base, h, c);
+    const uint C4F = 4u * BR_C4, V4F = 4u * BR_V4, K4F = 4u * BR_K4;
+    const uint vp = work_u(rec); // V' (chunk_scan replaced U by it)
+
+    for (uint j = lid; j < C; j += NT) {
+        const vec4 inf = work_buf[work_info(rec) + j];
+        s_g[j] = inf.x;
+        s_ik[j] = inf.y;
+        s_iq[j] = inf.z;
+        s_b[j] = inf.w;
+    }
+    barrier();
+    const float gl = s_g[L - 1u];
+
+    const uint step = BWD_STEP;
+    const uint brv = br / 4u; // the record in vec4 units
+    if (step == 0u) {
+    // D, F, E1, MW (and QK . dM), <S, dSn>; rows are read as vec4s (zero padded)
+    // D = T^T dV', 4 rows x 4 value columns per element (row i of T at columns j0.. is one vec4,
+    // zero above the diagonal)
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * V4; e += elem_step()) {
+        const uint j0 = 4u * (e / V4), v4 = e % V4;
+        vec4 acc[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            acc[a] = vec4(0.0);
+        [[dont_unroll]] for (uint i = j0; i < L; i++) {
+            const vec4 t = tmat_buf[tm + i * C4 + j0 / 4u];
+            const vec4 dv = bwd4_buf[brv + R_DVP + i * V4 + v4];
+            [[unroll]] for (uint a = 0; a < 4u; a++)
+                acc[a] += t[a] * dv;
+        }
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            bwd4_buf[brv + R_D + (j0 + a) * V4 + v4] = acc[a];
+    }
+    // F and E1 in 4 x 4 blocks (rows j0.., key columns x0..): each vec4 load feeds 4 dots
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * K4; e += elem_step()) {
+        const uint j0 = 4u * (e / K4), x4 = e % K4;
+        vec4 f[4], e1[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++) {
+            f[a] = vec4(0.0);
+            e1[a] = vec4(0.0);
+        }
+        [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
+            vec4 vr[4], orow[4], sv[4], dn[4];
+            [[unroll]] for (uint a = 0; a < 4u; a++) {
+                const bool jok = j0 + a < L, xok = 4u * x4 + a < K;
+                vr[a] = jok ? work_buf[vp + (j0 + a) * V4 + v4] : vec4(0.0);
+                orow[a] = jok ? load_o4(b, tb + j0 + a, h, 4u * v4) : vec4(0.0);
+                sv[a] = xok ? state_buf[st + (4u * x4 + a) * V4 + v4] : vec4(0.0);
+                dn[a] = xok ? bwd4_buf[brv + R_DSN + (4u * x4 + a) * V4 + v4] : vec4(0.0);
+            }
+            [[unroll]] for (uint a = 0; a < 4u; a++)
+                [[unroll]] for (uint m = 0; m < 4u; m++) {
+                    f[a][m] += dot(vr[a], dn[m]);
+                    e1[a][m] += dot(orow[a], sv[m]);
+                }
+        }
+        [[unroll]] for (uint a = 0; a < 4u; a++) {
+            bwd4_buf[brv + R_F + (j0 + a) * K4 + x4] = f[a];
+            bwd4_buf[brv + R_E1 + (j0 + a) * K4 + x4] = e1[a];
+        }
+    }
+    // dM = scale dO V'^T in 4 x 4 blocks
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * C4; e += elem_step()) {
+        const uint i0 = 4u * (e / C4), j0 = 4u * (e % C4);
+        vec4 dm[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            dm[a] = vec4(0.0);
+        if (j0 <= i0 && i0 < L)
+            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
+                vec4 o[4], w[4];
+                [[unroll]] for (uint a = 0; a < 4u; a++) {
+                    o[a] = i0 + a < L ? load_o4(b, tb + i0 + a, h, 4u * v4) : vec4(0.0);
+                    w[a] = j0 + a < L ? work_buf[vp + (j0 + a) * V4 + v4] : vec4(0.0);
+                }
+                [[unroll]] for (uint a = 0; a < 4u; a++)
+                    [[unroll]] for (uint m = 0; m < 4u; m++)
+                        dm[a][m] += dot(o[a], w[m]);
+            }
+        [[unroll]] for (uint a = 0; a < 4u; a++) {
+            const uint i = i0 + a;
+            vec4 mw = vec4(0.0);
+            [[unroll]] for (uint m = 0; m < 4u; m++) {
+                const uint j = j0 + m;
+                if (j <= i && i < L)
+                    mw[m] = pc.scale * dm[a][m] * exp(s_g[i] - s_g[j]);
+            }
+            bwd4_buf[brv + R_MW + i * C4 + j0 / 4u] = mw;
+            bwd4_buf[brv + R_QK + i * C4 + j0 / 4u] *= pc.scale * dm[a]; // zero where QK is
+        }
+    }
+    {
+        float acc = 0.0;
+        [[dont_unroll]] for (uint e = elem0(); e < K * V4; e += elem_step())
+            acc += dot(state_buf[st + e], bwd4_buf[brv + R_DSN + e]);
+        s_red[lid] = acc;
+    }
+    barrier();
+    if (lid == 0u) {
+        float acc = 0.0;
+        for (uint m = 0; m < NT; m++)
+            acc += s_red[m];
+        bwd_buf[br + 4u * R_RED + gl_WorkGroupID.x] = acc;
+    }
+    return;
+    }
+
+    if (step == 1u) {
+    // E2, PW (and KK . dA), dv
+    // E2 in 4 x 4 blocks
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * K4; e += elem_step()) {
+        const uint j0 = 4u * (e / K4), x4 = e % K4;
+        vec4 acc[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            acc[a] = vec4(0.0);
+        [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
+            vec4 dr[4], sv[4];
+            [[unroll]] for (uint a = 0; a < 4u; a++) {
+                dr[a] = j0 + a < L ? bwd4_buf[brv + R_D + (j0 + a) * V4 + v4] : vec4(0.0);
+                sv[a] = 4u * x4 + a < K ? state_buf[st + (4u * x4 + a) * V4 + v4] : vec4(0.0);
+            }
+            [[unroll]] for (uint a = 0; a < 4u; a++)
+                [[unroll]] for (uint m = 0; m < 4u; m++)
+                    acc[a][m] += dot(dr[a], sv[m]);
+        }
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            bwd4_buf[brv + R_E2 + (j0 + a) * K4 + x4] = acc[a];
+    }
+    // dA = -D V'^T in 4 x 4 blocks
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * C4; e += elem_step()) {
+        const uint i0 = 4u * (e / C4), j0 = 4u * (e % C4);
+        vec4 da[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++)
+            da[a] = vec4(0.0);
+        if (j0 <= i0 && i0 < L)
+            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
+                vec4 d[4], w[4];
+                [[unroll]] for (uint a = 0; a < 4u; a++) {
+                    d[a] = i0 + a < L ? bwd4_buf[brv + R_D + (i0 + a) * V4 + v4] : vec4(0.0);
+                    w[a] = j0 + a < L ? work_buf[vp + (j0 + a) * V4 + v4] : vec4(0.0);
+                }
+                [[unroll]] for (uint a = 0; a < 4u; a++)
+                    [[unroll]] for (uint m = 0; m < 4u; m++)
+                        da[a][m] -= dot(d[a], w[m]);
+            }
+        [[unroll]] for (uint a = 0; a < 4u; a++) {
+            const uint i = i0 + a;
+            vec4 pw = vec4(0.0);
+            [[unroll]] for (uint m = 0; m < 4u; m++) {
+                const uint j = j0 + m;
+                if (j < i && i < L)
+                    pw[m] = s_b[i] * da[a][m] * exp(s_g[i] - s_g[j]);
+            }
+            bwd4_buf[brv + R_PW + i * C4 + j0 / 4u] = pw;
+            bwd4_buf[brv + R_KK + i * C4 + j0 / 4u] *= da[a]; // zero where KK is
+        }
+    }
+    [[dont_unroll]] for (uint e = elem0(); e < C * V4; e += elem_step()) {
+        const uint j = e / V4;
+        bwd4_buf[brv + R_DV + e] = j < L ? s_b[j] * bwd4_buf[brv + R_D + e] : vec4(0.0);
+    }
+    return;
+    }
+
+    if (step == 2u) {
+    // dQ, dK (of the normalized q, k), four key columns per element, and the per-token scalars
+    // four rows i0.. per element: MW and PW are zero outside their triangles and rows >= L,
+    // and row j of MW, PW at columns i0..i0+3 is one vec4
+    [[dont_unroll]] for (uint e = elem0(); e < C4 * K4; e += elem_step()) {
+        const uint i0 = 4u * (e / K4), x4 = e % K4;
+        vec4 dq[4], dk[4];
+        [[unroll]] for (uint a = 0; a < 4u; a++) {
+            const uint i = i0 + a, row = i * K4 + x4;
+            const float eg = exp(s_g[i]);
+            dq[a] = i < L ? pc.scale * eg * bwd4_buf[brv + R_E1 + row] : vec4(0.0);
+            dk[a] = i < L ? exp(gl - s_g[i]) * bwd4_buf[brv + R_F + row] -
+                                s_b[i] * eg * bwd4_buf[brv + R_E2 + row]
+                          : vec4(0.0);
+        }
+        // four tokens j0.. at a time: rows i0 + a of MW and PW at columns j0.. are vec4s
+        [[dont_unroll]] for (uint j0 = 0; j0 < L; j0 += 4u) {
+            vec4 mwi[4], pwi[4];
+            [[unroll]] for (uint a = 0; a < 4u; a++) {
+                mwi[a] = bwd4_buf[brv + R_MW + (i0 + a) * C4 + j0 / 4u];
+                pwi[a] = bwd4_buf[brv + R_PW + (i0 + a) * C4 + j0 / 4u];
+            }
+            [[unroll]] for (uint m = 0; m < 4u; m++) {
+                const uint j = j0 + m;
+                if (j >= L)
+                    break;
+                const vec4 kj = load_k4(b, tb + j, hq, 4u * x4) * s_ik[j];
+                const vec4 qj = load_q4(b, tb + j, hq, 4u * x4) * s_iq[j];
+                const vec4 mwj = bwd4_buf[brv + R_MW + j * C4 + i0 / 4u]; // MW[j][i0 + a]
+                const vec4 pwj = bwd4_buf[brv + R_PW + j * C4 + i0 / 4u]; // PW[j][i0 + a]
+                [[unroll]] for (uint a = 0; a < 4u; a++) {
+                    dq[a] += mwi[a][m] * kj;
+                    dk[a] += mwj[a] * qj + (pwi[a][m] + pwj[a]) * kj;
+                }
+            }
+        }
+        [[unroll]] for (uint a = 0; a < 4u; a++) {
+            bwd4_buf[brv + R_DQ + (i0 + a) * K4 + x4] = dq[a];
+            bwd4_buf[brv + R_DK + (i0 + a) * K4 + x4] = dk[a];
+        }
+    }
+    [[dont_unroll]] for (uint i = elem0(); i < C; i += elem_step()) {
+        float dG = 0.0, db = 0.0, r = 0.0;
+        if (i < L) {
+            float vd = 0.0, ke2 = 0.0, qe1 = 0.0, kf = 0.0;
+            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++)
+                vd += dot(load_v4(b, tb + i, h, 4u * v4), bwd4_buf[brv + R_D + i * V4 + v4]);
+            [[dont_unroll]] for (uint x4 = 0; x4 < K4; x4++) {
+                const vec4 kx = load_k4(b, tb + i, hq, 4u * x4) * s_ik[i];
+                const uint row = i * K4 + x4;
+                ke2 += dot(kx, bwd4_buf[brv + R_E2 + row]);
+                kf += dot(kx, bwd4_buf[brv + R_F + row]);
+                qe1 += dot(load_q4(b, tb + i, hq, 4u * x4) * s_iq[i], bwd4_buf[brv + R_E1 + row]);
+            }
+            float rkk = 0.0;
+            [[dont_unroll]] for (uint j = 0; j < i; j++)
+                rkk += bwd_buf[br + 4u * R_KK + i * C4F + j];
+            const float eg = exp(s_g[i]);
+            db = vd - eg * ke2 + rkk;
+            r = exp(gl - s_g[i]) * kf;
+            dG = eg * (pc.scale * qe1 - s_b[i] * ke2);
+        }
+        const uint di = br + 4u * (R_DB + i);
+        bwd_buf[di] = db;
+        bwd_buf[di + 1u] = dG;
+        bwd_buf[di + 2u] = r;
+    }
+    return;
+    }
+
+    // step 3: dg_t = sum_{i >= t} dG_i of the gradient w.r.t. the cumulative gate G. The terms
+    // of dG that come as row sum minus column sum (of QK . dM and diag(b) KK . dA) and the
+    // e^(G_last - G) k.F terms cancel in that sum except across t; summing only what is left
+    // keeps the small gradients of strongly decayed tokens accurate:
+    //   dg_t = e^(G_last) <S, dSn> + sum_{i >= t} a_i + sum_{j < t} r_j
+    //          + sum_{i >= t > j} (QK . dM + diag(b) KK . dA)_ij
+    // with a_i = e^G_i (scale q.E1 - b k.E2)_i and r_j = e^(G_last - G_j) k_j.F_j (step 2).
+    {
+        float sd = 0.0;
+        for (uint m = 0; m < gl_NumWorkGroups.x; m++)
+            sd += bwd_buf[br + 4u * R_RED + m];
+        [[dont_unroll]] for (uint t = elem0(); t < C; t += elem_step()) {
+            float acc = 0.0;
+            if (t < L) {
+                acc = exp(gl) * sd;
+                [[dont_unroll]] for (uint i = 0; i < L; i++)
+                    acc += bwd_buf[br + 4u * (R_DB + i) + (i >= t ? 1u : 2u)];
+                [[dont_unroll]] for (uint i = t; i < L; i++) {
+                    vec4 row = vec4(0.0); // columns j < t, four at a time
+                    [[dont_unroll]] for (uint j0 = 0; j0 < t; j0 += 4u) {
+                        const vec4 y = bwd4_buf[brv + R_QK + i * C4 + j0 / 4u] +
+                                       s_b[i] * bwd4_buf[brv + R_KK + i * C4 + j0 / 4u];
+                        row += j0 + 4u <= t ? y : vec4(lessThan(uvec4(j0) + uvec4(0, 1, 2, 3), uvec4(t))) * y;
+                    }
+                    acc += row.x + row.y + row.z + row.w;
+                }
+            }
+            bwd_buf[br + 4u * (R_DB + t) + 3u] = acc;
+        }
+    }
+    // through the l2 normalization, dx = (dX - X (X.dX)) / |x| with X = x / |x|
+    if (L2NORM) {
+        [[dont_unroll]] for (uint e = elem0(); e < 2u * C; e += elem_step()) {
+            const uint i = e % C, isk = e / C;
+            if (i >= L)
+                continue;
+            const uint row = brv + (isk == 1u ? R_DK : R_DQ) + i * K4;
+            const float inv = isk == 1u ? s_ik[i] : s_iq[i];
+            float dot_ = 0.0;
+            [[dont_unroll]] for (uint x4 = 0; x4 < K4; x4++)
+                dot_ += dot((isk == 1u ? load_k4(b, tb + i, hq, 4u * x4) : load_q4(b, tb + i, hq, 4u * x4)) * inv,
+                            bwd4_buf[row + x4]);
+            [[dont_unroll]] for (uint x4 = 0; x4 < K4; x4++) {
+                const vec4 xh = (isk == 1u ? load_k4(b, tb + i, hq, 4u * x4) : load_q4(b, tb + i, hq, 4u * x4)) * inv;
+                bwd4_buf[row + x4] = inv * (bwd4_buf[row + x4] - xh * dot_);
+            }
+        }
+    }
+}
