@@ -175,10 +175,9 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_backward_args *a
     uint64_t size[R_COUNT] = {0};
     size[R_Q] = size[R_K] = rows * p->Kp;
     size[R_V] = size[R_DO] = rows * p->Xv;
-    /* the gate terms read dq and dk: computed into the scratch even when not requested */
-    if (a->dq.buffer || p->gate)
+    if (a->dq.buffer)
         size[R_DQ] = rows * p->Kp;
-    if (a->dk.buffer || p->gate)
+    if (a->dk.buffer)
         size[R_DK] = rows * p->Kp;
     if (a->dv.buffer)
         size[R_DV] = rows * p->Xv;
@@ -354,13 +353,13 @@ static vkla_result gate_grads(const rec *c, const vkla_lion_backward_args *a)
     const bplan *p = c->p;
     vkla_pipeline *pg, *pd;
     vkla_result r;
-    if ((r = vkla__lion_pipeline(c->ctx, "bwd_gate", -1, c->tile_lanes, c->rb, 1, B_COUNT + 3,
+    if ((r = vkla__lion_pipeline(c->ctx, "bwd_gate", -1, c->tile_lanes, c->rb, 1, B_COUNT + 1,
                                  &pg)) != VKLA_SUCCESS ||
         (r = vkla__lion_pipeline(c->ctx, "bwd_dg", -1, 64, c->rb, 1, B_COUNT, &pd)) !=
             VKLA_SUCCESS)
         return r;
     vkla_launch l;
-    vkla_bind binds[B_COUNT + 3];
+    vkla_bind binds[B_COUNT + 1];
     launch_init(c, &l, binds, p->Xv);
     binds[B_Q] = region(c, R_Q, p->Kp, NULL);
     binds[B_K] = region(c, R_K, p->Kp, NULL);
@@ -369,12 +368,8 @@ static vkla_result gate_grads(const rec *c, const vkla_lion_backward_args *a)
     binds[B_O] = region(c, R_PAIRS, 2, NULL);
     binds[B_ST] = state_region(c, R_SQ);
     binds[B_COUNT] = state_region(c, R_DKS);
-    binds[B_COUNT + 1] = region(c, R_DQ, p->Kp, NULL);
-    binds[B_COUNT + 2] = region(c, R_DK, p->Kp, NULL);
-    l.nbind = B_COUNT + 3;
-    /* bwd_gate.comp reads these bases from the o stride words */
-    for (int i = 0; i < 3; i++)
-        l.base_word[B_COUNT + i] = W_STRIDES + 9 + i;
+    l.nbind = B_COUNT + 1;
+    l.base_word[B_COUNT] = W_STRIDES; /* bwd_gate.comp reads it from word q_sb */
     l.push[W_V] = p->Vx;
     l.pipe = pg;
     if ((r = go(c, &l)) != VKLA_SUCCESS)
@@ -491,8 +486,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     vkla__compute_barrier(ctx, cmd);
 
     /* the states of dq's product (v'_j k_j^T, mask M); transposed, those of the forward */
-    const bool want_dq = a->dq.buffer || p.gate, want_dk = a->dk.buffer || p.gate;
-    if ((norm || want_dq) &&
+    const bool want_dq = a->dq.buffer, want_dk = a->dk.buffer;
+    if ((norm || want_dq || p.gate) &&
         (r = scan(&c, R_V, R_K, p.Vx, d->K, false, R_SQ)) != VKLA_SUCCESS)
         goto done;
     if (norm) {
@@ -518,7 +513,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
                        VKLA_SUCCESS)
         goto done;
     /* the states of dk's product (do'_i q_i^T, mask M^T); transposed, those of dv's */
-    if ((want_dk || a->dv.buffer) &&
+    if ((want_dk || a->dv.buffer || p.gate) &&
         (r = scan(&c, R_DO, R_Q, p.Vx, d->K, true, R_DKS)) != VKLA_SUCCESS)
         goto done;
     /* dk = product(v', do', q; M^T) */

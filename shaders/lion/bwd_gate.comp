@@ -7,40 +7,34 @@
 //   RF_i = sum_(j<i) G_ij,  RB_i = sum_(j>i) G_ij,  CF_j = sum_(i>j) G_ij,  CB_j = sum_(i<j) G_ij,
 // the gradient of token t's log decay is da_t = sum_(u>t) (RF_u - CF_u) + sum_(u>=t) (CB_u - RB_u)
 // (log M_ij = B_(i-1) - B_(j-1) for i > j and B_j - B_i for i < j, B the cumulative sum of a).
-// Since RF_u + RB_u + G_uu = q_u . dq_u and CF_u + CB_u + G_uu = k_u . dk_u, with
-// r_u = RF_u - CF_u this is da_t = sum_(u>=t) w_u - r_t,  w_u = 2 r_u + k_u . dk_u - q_u . dq_u:
-// the causal rule (k . dk - q . dq) plus the asymmetry of the two directions. This kernel
-// writes (w_u, r_u) (binding 3, pairs [B, T, H, 2]); bwd_dg.comp does the reverse cumulative sum.
+// This kernel writes w_u = RF_u - CF_u + CB_u - RB_u and r_u = RF_u - CF_u (binding 3, pairs
+// [B, T, H, 2]); bwd_dg.comp does the reverse cumulative sum da_t = sum_(u>=t) w_u - r_u.
 //
-// RF and CF have an intra-chunk part, from the C x C block of G (two score blocks: q.k over K
+// Each term has an intra-chunk part, from the C x C block of G (two score blocks: q.k over K
 // and do'.v' over V'), and an inter-chunk part through the states of the dq and dk products
-// (host/lion_backward.c): with Sq^F the forward state of the dq product (weighted v'_j k_j^T)
-// and Dk^B the backward state of the dk product (weighted do'_i q_i^T, transposed mask),
-//   RF_i += scale e^(E_i) do'_i^T Sq^F q_i,     CF_j += scale e^(R_j) v'_j^T Dk^B k_j,
-// E and R the exclusive prefix and inclusive suffix sums of a inside the chunk.
+// (host/lion_backward.c): with Sq^F/B the states of the dq product (sum of weighted v'_j k_j^T)
+// and Dk^F/B those of the dk product (sum of weighted do'_i q_i^T, transposed mask),
+//   RF_i += scale e^(E_i) do'_i^T Sq^F q_i,   RB_i += scale e^(X_i) do'_i^T Sq^B q_i,
+//   CB_j += scale e^(P_j) v'_j^T Dk^F k_j,    CF_j += scale e^(R_j) v'_j^T Dk^B k_j,
+// E, P, X, R the exclusive/inclusive prefix and suffix sums of a inside the chunk.
 //
-// Bindings: packed f32 rows of q, k (0, 1) and dq, dk (11, 12) (row length align4(K)), v' (2)
-// and do' (9) (row length align4(pc.V), pc.V = V' width), Sq (8) and Dk (10) as [H, slots, 2,
-// align4(V'), align4(K)]. Packed rows need no strides, so the o stride words carry the
-// bases of bindings 10, 11 and 12.
+// Bindings: packed f32 rows of q and k (0, 1; row length align4(K)), v' (2) and do' (9) (row
+// length align4(pc.V), pc.V = V' width), Sq (8) and Dk (10) as [H, slots, 2, align4(V'),
+// align4(K)]; the base of binding 10 is passed in push word q_sb (packed rows need no strides).
 // Grid: x = 1, y = heads, z = 64-token tiles. Lanes: (TW/RB) x (TW/CB).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 layout(std430, binding = 10) readonly buffer S2B4 { vec4 s2_buf[]; };
-layout(std430, binding = 11) readonly buffer DQB4 { vec4 dq4_buf[]; };
-layout(std430, binding = 12) readonly buffer DKB4 { vec4 dk4_buf[]; };
-#define S2_BASE pc.o_sb
-#define DQ_BASE pc.o_st
-#define DK_BASE pc.o_sh
+#define S2_BASE pc.q_sb
 
 const uint NCL = TW / CB;
 const uint NRL = TW / RB;
 const uint NL = NRL * NCL;
 
 shared float s_G[TW * TW];            // masked q.k scores, then partial sums
-shared float s_a[TW], s_e[TW], s_p[TW], s_r[TW];
-shared float s_t[2][TW];              // RF, CF
+shared float s_a[TW], s_e[TW], s_p[TW], s_x[TW], s_r[TW];
+shared float s_t[4][TW];              // RF, RB, CF, CB
 
 uint prow(uint b, uint t, uint h, uint X) { return ((b * pc.T + t) * pc.H + h) * X; }
 
@@ -128,6 +122,7 @@ void main()
             }
             run = 0.0;
             for (uint j = u + C; j > u; j--) {
+                s_x[j - 1u] = run;
                 run += s_a[j - 1u];
                 s_r[j - 1u] = run;
             }
@@ -185,53 +180,69 @@ void main()
                 [[unroll]] for (uint x = 0u; x < CB; x++)
                     acc[r][x] += dot(da[r], va[x]);
         }
-        float rl[RB], cl[CB];
-        [[unroll]] for (uint x = 0u; x < CB; x++)
+        float rl[RB], ru[RB], cl[CB], cu[CB];
+        [[unroll]] for (uint x = 0u; x < CB; x++) {
             cl[x] = 0.0;
+            cu[x] = 0.0;
+        }
         [[unroll]] for (uint r = 0u; r < RB; r++) {
             rl[r] = 0.0;
+            ru[r] = 0.0;
             [[unroll]] for (uint x = 0u; x < CB; x++) {
-                const float gg = j0 + x < i0 + r ? s_G[(i0 + r) * TW + j0 + x] * acc[r][x] : 0.0;
-                rl[r] += gg;
-                cl[x] += gg;
+                const float gg = s_G[(i0 + r) * TW + j0 + x] * acc[r][x];
+                if (j0 + x < i0 + r) {
+                    rl[r] += gg;
+                    cl[x] += gg;
+                } else {
+                    ru[r] += gg;
+                    cu[x] += gg;
+                }
             }
         }
         barrier();
-        [[unroll]] for (uint r = 0u; r < RB; r++)
+        [[unroll]] for (uint r = 0u; r < RB; r++) {
             s_G[ci * TW + i0 + r] = rl[r];
-        [[unroll]] for (uint x = 0u; x < CB; x++)
-            s_G[(NCL + ri) * TW + j0 + x] = cl[x];
+            s_G[(NCL + ci) * TW + i0 + r] = ru[r];
+        }
+        [[unroll]] for (uint x = 0u; x < CB; x++) {
+            s_G[(2u * NCL + ri) * TW + j0 + x] = cl[x];
+            s_G[(2u * NCL + NRL + ri) * TW + j0 + x] = cu[x];
+        }
         barrier();
         for (uint u = lid; u < TW; u += NL) {
-            float f0 = 0.0, f1 = 0.0;
-            for (uint k = 0u; k < NCL; k++)
+            float f0 = 0.0, f1 = 0.0, f2 = 0.0, f3 = 0.0;
+            for (uint k = 0u; k < NCL; k++) {
                 f0 += s_G[k * TW + u];
-            for (uint k = 0u; k < NRL; k++)
                 f1 += s_G[(NCL + k) * TW + u];
+            }
+            for (uint k = 0u; k < NRL; k++) {
+                f2 += s_G[(2u * NCL + k) * TW + u];
+                f3 += s_G[(2u * NCL + NRL + k) * TW + u];
+            }
             s_t[0][u] = pc.scale * f0;
             s_t[1][u] = pc.scale * f1;
+            s_t[2][u] = pc.scale * f2;
+            s_t[3][u] = pc.scale * f3;
         }
     }
 
-    // ---- inter-chunk: the two bilinear forms with the states entering each chunk ----
+    // ---- inter-chunk: the four bilinear forms with the states entering each chunk ----
     const uint sslot = h * pc.ntiles * nsub + c * nsub + i0 / C;
     float part[RB];
     INTER(z4_buf, pc.z_base, st4_buf, pc.st_base, q4_buf, pc.q_base, 0u, part)
     REDUCE_ROWS(part, s_e, 0)
+    INTER(z4_buf, pc.z_base, st4_buf, pc.st_base, q4_buf, pc.q_base, 1u, part)
+    REDUCE_ROWS(part, s_x, 1)
     INTER(v4_buf, pc.v_base, s2_buf, S2_BASE, k4_buf, pc.k_base, 1u, part)
-    REDUCE_ROWS(part, s_r, 1)
+    REDUCE_ROWS(part, s_r, 2)
+    INTER(v4_buf, pc.v_base, s2_buf, S2_BASE, k4_buf, pc.k_base, 0u, part)
+    REDUCE_ROWS(part, s_p, 3)
     barrier();
 
     for (uint u = lid; u < L; u += NL) {
-        const uint rq = prow(b, tb + u, h, Kp);
-        float qdq = 0.0, kdk = 0.0;
-        for (uint k = 0u; k < pc.K; k += 4u) {
-            qdq += dot(q4_buf[(pc.q_base + rq + k) >> 2u], dq4_buf[(DQ_BASE + rq + k) >> 2u]);
-            kdk += dot(k4_buf[(pc.k_base + rq + k) >> 2u], dk4_buf[(DK_BASE + rq + k) >> 2u]);
-        }
-        const float r = s_t[0][u] - s_t[1][u];
+        const float rf = s_t[0][u], rbk = s_t[1][u], cf = s_t[2][u], cb = s_t[3][u];
         const uint o = pc.o_base + 2u * prow(b, tb + u, h, 1u);
-        o_buf[o] = 2.0 * r + kdk - qdq;
-        o_buf[o + 1u] = r;
+        o_buf[o] = rf - cf + cb - rbk;
+        o_buf[o + 1u] = rf - cf;
     }
 }
