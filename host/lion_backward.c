@@ -22,7 +22,8 @@
 enum { DG_OUT = 1 << 16, DG_PARTIAL = 1 << 17, DG_FINAL = 1 << 18 };
 
 /* scratch regions: packed rows [B,T,H,X] and the states of the products */
-enum { R_Q, R_K, R_V, R_DO, R_DQ, R_DK, R_DV, R_ND, R_SQ, R_DKS, R_PAIRS, R_PART, R_COUNT };
+enum { R_Q, R_K, R_V, R_DO, R_DQ, R_DK, R_DV, R_ND, R_SQ, R_DKS, R_PAIRS, R_PART, R_SINK0,
+       R_SINK1, R_COUNT };
 
 typedef struct bplan {
     vkla_lion_dims d;
@@ -184,6 +185,9 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_backward_args *a
     if (norm)
         size[R_ND] = rows * p->Xv;
     size[R_SQ] = size[R_DKS] = st;
+    /* chunk_state can write its z binding (normalize): the two scans, which run side by side,
+     * get a region each rather than the shared placeholder buffer */
+    size[R_SINK0] = size[R_SINK1] = 4;
     if (p->gate) {
         size[R_PAIRS] = rows * 2;
         size[R_PART] = (uint64_t)d->N * d->H;
@@ -220,6 +224,12 @@ static vkla_bind region(const rec *c, int r, uint32_t x, uint64_t *st)
 }
 
 /* The states of region r: [H, slots, 2, Kp, Xv] floats (either orientation). */
+/* A small region bound whole (the scans' z sinks). */
+static vkla_bind whole_region(const rec *c, int r)
+{
+    return vkla__bind_region(c->scr, c->base + c->p->off[r], 4, VKLA_ROWS_WHOLE, 0, 0, 0, 16);
+}
+
 static vkla_bind state_region(const rec *c, int r)
 {
     const bplan *p = c->p;
@@ -309,6 +319,8 @@ static vkla_result product_launch(const rec *c, vkla_launch *l, vkla_bind *binds
         vkla__lion_set_strides(l, i, st);
     }
     binds[B_ST] = state_region(c, sr);
+    if (regs[0] < 0)
+        binds[B_Z] = whole_region(c, sr == R_SQ ? R_SINK0 : R_SINK1);
     l->push[W_K] = lxy;
     l->push[W_V] = lw;
     l->push[W_CFG] = (p->d.flags & (F_G | F_GAMMA | F_VARLEN)) | flags | (p->d.C << 8);
@@ -324,9 +336,7 @@ static vkla_result product_launch(const rec *c, vkla_launch *l, vkla_bind *binds
         l->grid_x = (lw + TILE - 1) / TILE;
         l->grid_z = VKLA_GRID_CHUNKS;
     }
-    r = go(c, l);
-    vkla__compute_barrier(c->ctx, c->cmd);
-    return r;
+    return go(c, l);
 }
 
 static vkla_result scan(const rec *c, int y, int w, uint32_t lxy, uint32_t lw, bool trans, int sr)
@@ -347,16 +357,14 @@ static vkla_result output(const rec *c, int x, int y, int w, int out, uint32_t l
                           (trans ? F_TRANS : 0) | (state_t ? F_STATE_T : 0), sr);
 }
 
-/* The log-decay gradients: per-token terms, their reverse cumulative sums, dg_gamma. */
-static vkla_result gate_grads(const rec *c, const vkla_lion_backward_args *a)
+/* The per-token terms of the log-decay gradients (bwd_gate.comp). */
+static vkla_result gate_terms(const rec *c)
 {
     const bplan *p = c->p;
-    vkla_pipeline *pg, *pd;
-    vkla_result r;
-    if ((r = vkla__lion_pipeline(c->ctx, "bwd_gate", -1, c->tile_lanes, c->rb, 1, B_COUNT + 1,
-                                 &pg)) != VKLA_SUCCESS ||
-        (r = vkla__lion_pipeline(c->ctx, "bwd_dg", -1, 64, c->rb, 1, B_COUNT, &pd)) !=
-            VKLA_SUCCESS)
+    vkla_pipeline *pg;
+    vkla_result r = vkla__lion_pipeline(c->ctx, "bwd_gate", -1, c->tile_lanes, c->rb, 1,
+                                        B_COUNT + 1, &pg);
+    if (r != VKLA_SUCCESS)
         return r;
     vkla_launch l;
     vkla_bind binds[B_COUNT + 1];
@@ -372,13 +380,24 @@ static vkla_result gate_grads(const rec *c, const vkla_lion_backward_args *a)
     l.base_word[B_COUNT] = W_STRIDES; /* bwd_gate.comp reads it from word q_sb */
     l.push[W_V] = p->Vx;
     l.pipe = pg;
-    if ((r = go(c, &l)) != VKLA_SUCCESS)
-        return r;
-    vkla__compute_barrier(c->ctx, c->cmd);
+    return go(c, &l);
+}
 
+/* dg and dg_gamma from the per-token terms of gate_terms(). */
+static vkla_result decay_grads(const rec *c, const vkla_lion_backward_args *a)
+{
+    const bplan *p = c->p;
+    vkla_pipeline *pd;
+    vkla_result r = vkla__lion_pipeline(c->ctx, "bwd_dg", -1, 64, c->rb, 1, B_COUNT, &pd);
+    if (r != VKLA_SUCCESS)
+        return r;
+    vkla_launch l;
+    vkla_bind binds[B_COUNT];
     launch_init(c, &l, binds, p->Xv);
     binds[B_ST] = region(c, R_PAIRS, 2, NULL);
-    binds[B_O] = vkla__bind_tensor(&a->dg, VKLA_ROWS_TOKENS);
+    /* without dg, a region of its own rather than the placeholder buffer the unpacks read */
+    binds[B_O] = a->dg.buffer ? vkla__bind_tensor(&a->dg, VKLA_ROWS_TOKENS)
+                              : whole_region(c, R_SINK0);
     binds[B_Z] = vkla__bind_region(c->scr, c->base + p->off[R_PART], 4, VKLA_ROWS_SEQS, p->d.H,
                                    1, 1, 0);
     l.push[W_CFG] |= (a->dg.buffer ? DG_OUT : 0) | (a->dg_gamma.buffer ? DG_PARTIAL : 0);
@@ -454,6 +473,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
             continue;
         if (i == R_SQ || i == R_DKS)
             all[nall++] = state_region(&c, i);
+        else if (i == R_SINK0 || i == R_SINK1)
+            all[nall++] = whole_region(&c, i);
         else if (i == R_PART)
             all[nall++] = vkla__bind_region(c.scr, c.base + p.off[i], 4, VKLA_ROWS_SEQS, d->H, 1,
                                             1, 0);
@@ -485,19 +506,25 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         goto done;
     vkla__compute_barrier(ctx, cmd);
 
+    /* Phases, a barrier between each (dispatches inside a phase are independent): the
+     * scans; [normalize: the forward output, do']; the outputs and the gate terms; the
+     * decay gradients and the unpacked gradients. */
+    const bool gate = p.gate, want_dq = a->dq.buffer, want_dk = a->dk.buffer,
+               want_dv = a->dv.buffer;
     /* the states of dq's product (v'_j k_j^T, mask M); transposed, those of the forward */
-    const bool want_dq = a->dq.buffer, want_dk = a->dk.buffer;
-    if ((norm || want_dq || p.gate) &&
+    if ((norm || want_dq || gate) &&
         (r = scan(&c, R_V, R_K, p.Vx, d->K, false, R_SQ)) != VKLA_SUCCESS)
         goto done;
     if (norm) {
         /* the forward with the ones column: n_i and d_i - eps; then do' in place */
+        vkla__compute_barrier(ctx, cmd);
         vkla_pipeline *pp;
         if ((r = output(&c, R_Q, R_K, R_V, R_ND, d->K, p.Vx, false, true, R_SQ)) !=
                 VKLA_SUCCESS ||
             (r = vkla__lion_pipeline(ctx, "bwd_prep", -1, 64, c.rb, 1, B_COUNT, &pp)) !=
                 VKLA_SUCCESS)
             goto done;
+        vkla__compute_barrier(ctx, cmd);
         vkla_launch l;
         vkla_bind binds[B_COUNT];
         launch_init(&c, &l, binds, p.Xv);
@@ -508,29 +535,26 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
             goto done;
         vkla__compute_barrier(ctx, cmd);
     }
-    /* dq = product(do', v', k; M) */
-    if (want_dq && (r = output(&c, R_DO, R_V, R_K, R_DQ, p.Vx, d->K, false, false, R_SQ)) !=
-                       VKLA_SUCCESS)
-        goto done;
     /* the states of dk's product (do'_i q_i^T, mask M^T); transposed, those of dv's */
-    if ((want_dk || a->dv.buffer || p.gate) &&
+    if ((want_dk || want_dv || gate) &&
         (r = scan(&c, R_DO, R_Q, p.Vx, d->K, true, R_DKS)) != VKLA_SUCCESS)
         goto done;
-    /* dk = product(v', do', q; M^T) */
-    if (want_dk && (r = output(&c, R_V, R_DO, R_Q, R_DK, p.Vx, d->K, true, false, R_DKS)) !=
-                       VKLA_SUCCESS)
+    vkla__compute_barrier(ctx, cmd);
+    /* dq = product(do', v', k; M), dk = product(v', do', q; M^T),
+     * dv = product(k, q, do'; M^T) (the ones column dropped), the gate terms */
+    if ((want_dq && (r = output(&c, R_DO, R_V, R_K, R_DQ, p.Vx, d->K, false, false, R_SQ)) !=
+                        VKLA_SUCCESS) ||
+        (want_dk && (r = output(&c, R_V, R_DO, R_Q, R_DK, p.Vx, d->K, true, false, R_DKS)) !=
+                        VKLA_SUCCESS) ||
+        (want_dv && (r = output(&c, R_K, R_Q, R_DO, R_DV, d->K, p.Vx, true, true, R_DKS)) !=
+                        VKLA_SUCCESS) ||
+        (gate && (r = gate_terms(&c)) != VKLA_SUCCESS))
         goto done;
-    /* dv = product(k, q, do'; M^T), the ones column dropped */
-    if (a->dv.buffer &&
-        (r = output(&c, R_K, R_Q, R_DO, R_DV, d->K, p.Vx, true, true, R_DKS)) != VKLA_SUCCESS)
-        goto done;
-    if (p.gate) {
-        if ((r = gate_grads(&c, a)) != VKLA_SUCCESS)
-            goto done;
-    }
-    if ((a->dq.buffer && (r = unpack(&c, &a->dq, R_DQ, d->K, p.Kp)) != VKLA_SUCCESS) ||
-        (a->dk.buffer && (r = unpack(&c, &a->dk, R_DK, d->K, p.Kp)) != VKLA_SUCCESS) ||
-        (a->dv.buffer && (r = unpack(&c, &a->dv, R_DV, d->V, p.Xv)) != VKLA_SUCCESS))
+    vkla__compute_barrier(ctx, cmd);
+    if ((want_dq && (r = unpack(&c, &a->dq, R_DQ, d->K, p.Kp)) != VKLA_SUCCESS) ||
+        (want_dk && (r = unpack(&c, &a->dk, R_DK, d->K, p.Kp)) != VKLA_SUCCESS) ||
+        (want_dv && (r = unpack(&c, &a->dv, R_DV, d->V, p.Xv)) != VKLA_SUCCESS) ||
+        (gate && (r = decay_grads(&c, a)) != VKLA_SUCCESS))
         goto done;
 done:
     free(c.splits);
