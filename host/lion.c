@@ -136,6 +136,21 @@ fail:
     return r;
 }
 
+uint64_t vkla__lion_layout_tables(vkla_context *ctx, const vkla_lion_dims *d, uint64_t *al,
+                                  uint64_t *off_seq, uint64_t *off_chunk)
+{
+    *al = vkla__align_up(ctx->caps.props.limits.minStorageBufferOffsetAlignment, 256);
+    uint64_t off = 0;
+    *off_seq = *off_chunk = 0;
+    if (d->flags & F_VARLEN) {
+        *off_seq = off;
+        off = vkla__align_up(off + (uint64_t)d->N * 16, *al);
+        *off_chunk = off;
+        off = vkla__align_up(off + d->seqs.nchunks * 8 + 8, *al);
+    }
+    return off;
+}
+
 static vkla_result make_plan(vkla_context *ctx, const vkla_lion_args *a, plan *p)
 {
     memset(p, 0, sizeof(*p));
@@ -149,14 +164,7 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_args *a, plan *p
     p->nvt = (d->V + TILE - 1) / TILE;
 
     /* scratch layout (offsets from a 16-byte aligned start inside the caller's scratch) */
-    uint64_t al = vkla__align_up(ctx->caps.props.limits.minStorageBufferOffsetAlignment, 256);
-    uint64_t off = 0;
-    if (d->flags & F_VARLEN) {
-        p->off_seq = off;
-        off = vkla__align_up(off + (uint64_t)d->N * 16, al);
-        p->off_chunk = off;
-        off = vkla__align_up(off + d->seqs.nchunks * 8 + 8, al);
-    }
+    uint64_t al, off = vkla__lion_layout_tables(ctx, d, &al, &p->off_seq, &p->off_chunk);
     /* packed f32 copies of the rows the heavy kernels cannot read directly; the rnn form
      * writes o from its combine step, which takes any dtype and layout */
     uint64_t rows = (uint64_t)d->B * d->T * d->H;
@@ -266,6 +274,14 @@ vkla_bind vkla__lion_packed_bind(const vkla_lion_dims *d, vkla_buffer *scr, uint
 vkla_result vkla__lion_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_dims *d,
                               vkla_buffer *scr, uint64_t off_seq, uint64_t off_chunk)
 {
+    /* order this call's scratch use after earlier vkla work on the same scratch */
+    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                  VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                      VK_ACCESS_TRANSFER_WRITE_BIT);
+    if (!(d->flags & F_VARLEN))
+        return VKLA_SUCCESS;
     /* sequence table (start, length, first tile) and tile table (sequence, start) */
     uint64_t nt = d->seqs.nchunks;
     uint32_t *seqt = calloc((size_t)d->N * 4, sizeof(uint32_t));
@@ -361,15 +377,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         VKLA_SUCCESS)
         goto done;
 
-    /* order this call's scratch use after earlier vkla work on the same scratch */
-    if (p.scratch_bytes)
-        vkla__barrier(ctx, cmd,
-                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                      VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-                          VK_ACCESS_TRANSFER_WRITE_BIT);
-    if ((p.d.flags & F_VARLEN) &&
+    if (p.scratch_bytes &&
         (r = vkla__lion_tables(ctx, cmd, &p.d, scr, base + p.off_seq, base + p.off_chunk)) !=
             VKLA_SUCCESS)
         goto done;

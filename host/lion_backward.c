@@ -162,14 +162,7 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_backward_args *a
     p->gate = a->dg.buffer || a->dg_gamma.buffer;
 
     /* scratch layout (offsets from a 16-byte aligned start inside the caller's scratch) */
-    uint64_t al = vkla__align_up(ctx->caps.props.limits.minStorageBufferOffsetAlignment, 256);
-    uint64_t off = 0;
-    if (d->flags & F_VARLEN) {
-        p->off_seq = off;
-        off = vkla__align_up(off + (uint64_t)d->N * 16, al);
-        p->off_chunk = off;
-        off = vkla__align_up(off + d->seqs.nchunks * 8 + 8, al);
-    }
+    uint64_t al, off = vkla__lion_layout_tables(ctx, d, &al, &p->off_seq, &p->off_chunk);
     const uint64_t rows = (uint64_t)d->B * d->T * d->H;
     const uint64_t slots = d->seqs.nchunks * (TILE / d->C);
     const uint64_t st = (uint64_t)d->H * slots * 2 * p->Kp * p->Xv;
@@ -255,47 +248,28 @@ static vkla_result go(const rec *c, const vkla_launch *l)
     return vkla__launch_splits(c->ctx, c->cmd, &c->p->d.seqs, c->splits, c->nsplit, l);
 }
 
-/* Packs a caller tensor of X-element rows into region r (ones: column X set to 1). */
-static vkla_result pack(const rec *c, const vkla_tensor *t, int r, uint32_t X, uint32_t xp,
-                        bool ones)
+/* Copies rows between a caller tensor and region r (rows of xp floats, X used): pack.comp
+ * into the region (ones: column X set to 1) or unpack.comp out of it. */
+static vkla_result copy_rows(const rec *c, bool into, const vkla_tensor *t, int r, uint32_t X,
+                             uint32_t xp, bool ones)
 {
     vkla_pipeline *pp;
-    vkla_result res = vkla__lion_pipeline(c->ctx, "pack", (int)t->dtype, 64, c->rb,
-                                          vkla__lion_vec4_rows(t), B_COUNT, &pp);
+    vkla_result res = vkla__lion_pipeline(c->ctx, into ? "pack" : "unpack", (int)t->dtype, 64,
+                                          c->rb, vkla__lion_vec4_rows(t), B_COUNT, &pp);
     if (res != VKLA_SUCCESS)
         return res;
     vkla_launch l;
     vkla_bind binds[B_COUNT];
     launch_init(c, &l, binds, xp);
     uint64_t st[VKLA_MAX_DIMS];
-    binds[B_Q] = vkla__bind_tensor(t, VKLA_ROWS_TOKENS);
+    const int slot = into ? B_Q : B_O;
+    binds[slot] = vkla__bind_tensor(t, VKLA_ROWS_TOKENS);
     vkla__tensor_strides(t, st);
-    vkla__lion_set_strides(&l, 0, st);
+    vkla__lion_set_strides(&l, slot - B_Q, st);
     binds[B_ST] = region(c, r, xp, NULL);
-    l.push[W_K] = X;
+    l.push[into ? W_K : W_V] = X;
     if (ones)
         l.push[W_CFG] |= F_ONES;
-    l.pipe = pp;
-    return go(c, &l);
-}
-
-/* Unpacks region r (rows of xp floats, X used) into a caller gradient tensor. */
-static vkla_result unpack(const rec *c, const vkla_tensor *t, int r, uint32_t X, uint32_t xp)
-{
-    vkla_pipeline *pp;
-    vkla_result res = vkla__lion_pipeline(c->ctx, "unpack", (int)t->dtype, 64, c->rb,
-                                          vkla__lion_vec4_rows(t), B_COUNT, &pp);
-    if (res != VKLA_SUCCESS)
-        return res;
-    vkla_launch l;
-    vkla_bind binds[B_COUNT];
-    launch_init(c, &l, binds, xp);
-    uint64_t st[VKLA_MAX_DIMS];
-    binds[B_O] = vkla__bind_tensor(t, VKLA_ROWS_TOKENS);
-    vkla__tensor_strides(t, st);
-    vkla__lion_set_strides(&l, 3, st);
-    binds[B_ST] = region(c, r, xp, NULL);
-    l.push[W_V] = X;
     l.pipe = pp;
     return go(c, &l);
 }
@@ -487,22 +461,15 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         VKLA_SUCCESS)
         goto done;
 
-    /* order this call's scratch use after earlier vkla work on the same scratch */
-    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                  VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-                      VK_ACCESS_TRANSFER_WRITE_BIT);
-    if ((d->flags & F_VARLEN) &&
-        (r = vkla__lion_tables(ctx, cmd, d, c.scr, c.base + p.off_seq, c.base + p.off_chunk)) !=
-            VKLA_SUCCESS)
+    if ((r = vkla__lion_tables(ctx, cmd, d, c.scr, c.base + p.off_seq, c.base + p.off_chunk)) !=
+        VKLA_SUCCESS)
         goto done;
 
     /* packed f32 rows: q, k, v' (with the ones column under normalize), dout */
-    if ((r = pack(&c, &a->fwd.q, R_Q, d->K, p.Kp, false)) != VKLA_SUCCESS ||
-        (r = pack(&c, &a->fwd.k, R_K, d->K, p.Kp, false)) != VKLA_SUCCESS ||
-        (r = pack(&c, &a->fwd.v, R_V, d->V, p.Xv, norm)) != VKLA_SUCCESS ||
-        (r = pack(&c, &a->dout, R_DO, d->V, p.Xv, false)) != VKLA_SUCCESS)
+    if ((r = copy_rows(&c, true, &a->fwd.q, R_Q, d->K, p.Kp, false)) != VKLA_SUCCESS ||
+        (r = copy_rows(&c, true, &a->fwd.k, R_K, d->K, p.Kp, false)) != VKLA_SUCCESS ||
+        (r = copy_rows(&c, true, &a->fwd.v, R_V, d->V, p.Xv, norm)) != VKLA_SUCCESS ||
+        (r = copy_rows(&c, true, &a->dout, R_DO, d->V, p.Xv, false)) != VKLA_SUCCESS)
         goto done;
     vkla__compute_barrier(ctx, cmd);
 
@@ -551,9 +518,9 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         (gate && (r = gate_terms(&c)) != VKLA_SUCCESS))
         goto done;
     vkla__compute_barrier(ctx, cmd);
-    if ((want_dq && (r = unpack(&c, &a->dq, R_DQ, d->K, p.Kp)) != VKLA_SUCCESS) ||
-        (want_dk && (r = unpack(&c, &a->dk, R_DK, d->K, p.Kp)) != VKLA_SUCCESS) ||
-        (want_dv && (r = unpack(&c, &a->dv, R_DV, d->V, p.Xv)) != VKLA_SUCCESS) ||
+    if ((want_dq && (r = copy_rows(&c, false, &a->dq, R_DQ, d->K, p.Kp, false)) != VKLA_SUCCESS) ||
+        (want_dk && (r = copy_rows(&c, false, &a->dk, R_DK, d->K, p.Kp, false)) != VKLA_SUCCESS) ||
+        (want_dv && (r = copy_rows(&c, false, &a->dv, R_DV, d->V, p.Xv, false)) != VKLA_SUCCESS) ||
         (gate && (r = decay_grads(&c, a)) != VKLA_SUCCESS))
         goto done;
 done:

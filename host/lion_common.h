@@ -42,7 +42,12 @@ vkla_result vkla__lion_pipeline(vkla_context *ctx, const char *kernel, int dtype
                                 uint32_t rb, uint32_t vec, uint32_t nbind, vkla_pipeline **out);
 /* The push constants common to every dispatch of a call (xs: word W_XS). */
 void vkla__lion_push(const vkla_lion_dims *d, uint32_t xs, vkla_launch *l);
-/* Records the upload of the varlen sequence and tile tables into the scratch. */
+/* The start of a call's scratch layout: the varlen tables (their offsets), then the region
+ * alignment al; returns the first free offset. */
+uint64_t vkla__lion_layout_tables(vkla_context *ctx, const vkla_lion_dims *d, uint64_t *al,
+                                  uint64_t *off_seq, uint64_t *off_chunk);
+/* Records the barrier that orders this call's scratch use after earlier vkla work on the same
+ * scratch, then (varlen) the upload of the sequence and tile tables into it. */
 vkla_result vkla__lion_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_dims *d,
                               vkla_buffer *scr, uint64_t off_seq, uint64_t off_chunk);
 /* A packed [B,T,H,xp] f32 region of the scratch; its element strides go to st[0..2]. */
