@@ -4,7 +4,7 @@
  * Every gradient is a LION-like product out_i = scale sum_j (x_i . y_j) M'_ij w_j, computed by
  * the forward's own chunk kernels (chunk_state + chunk_output) on packed f32 rows:
  *   dq = product(x = do', y = v', w = k,  M),    dk = product(x = v', y = do', w = q,  M^T),
- *   dv = product(x = k,   y = q,  w = do', M^T)  (its last column, under normalize, dropped),
+ *   dv = product(x = k,   y = q,  w = do', M^T)  (over the first V columns of do' only),
  * with v' = v and do' = dout, or under normalize v' = [v, 1] and do' the gradient of the
  * augmented output (bwd_prep.comp, after one forward product for o and the denominators).
  * The log-decay gradients come from per-token terms (bwd_gate.comp, which reads the states of
@@ -209,6 +209,14 @@ typedef struct rec {
     vkla_bind common[B_COUNT];    /* gates and tables */
 } rec;
 
+/* Row length (floats) of a packed region. */
+static uint32_t row_len(const bplan *p, int r)
+{
+    if (r == R_PAIRS)
+        return 2;
+    return r == R_Q || r == R_K || r == R_DQ || r == R_DK ? p->Kp : p->Xv;
+}
+
 /* A packed region with rows of x floats; its strides go to st. */
 static vkla_bind region(const rec *c, int r, uint32_t x, uint64_t *st)
 {
@@ -282,14 +290,14 @@ static vkla_result product_launch(const rec *c, vkla_launch *l, vkla_bind *binds
                                   uint32_t lxy, uint32_t lw, uint32_t flags, int sr)
 {
     const bplan *p = c->p;
-    const uint32_t xpxy = (lxy + 3) & ~3u, xpw = (lw + 3) & ~3u;
-    launch_init(c, l, binds, xpw);
+    /* the states' column count: lw rounded up, or read transposed, the other product's (both
+     * state regions hold [align4(V'), align4(K)] blocks) */
+    launch_init(c, l, binds, (flags & F_STATE_T) ? p->Xv : (lw + 3) & ~3u);
     uint64_t st[3];
-    const uint32_t xps[4] = {xpxy, xpxy, xpw, xpw};
     for (int i = 0; i < 4; i++) {
         if (regs[i] < 0)
             continue;
-        binds[B_Q + i] = region(c, regs[i], xps[i], st);
+        binds[B_Q + i] = region(c, regs[i], row_len(p, regs[i]), st);
         vkla__lion_set_strides(l, i, st);
     }
     binds[B_ST] = state_region(c, sr);
@@ -453,9 +461,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
             all[nall++] = vkla__bind_region(c.scr, c.base + p.off[i], 4, VKLA_ROWS_SEQS, d->H, 1,
                                             1, 0);
         else
-            all[nall++] = region(&c, i, i == R_PAIRS ? 2 : (i == R_Q || i == R_K ||
-                                                             i == R_DQ || i == R_DK)
-                                                                ? p.Kp : p.Xv, NULL);
+            all[nall++] = region(&c, i, row_len(&p, i), NULL);
     }
     if ((r = vkla__plan_splits(ctx, &d->seqs, d->H, all, nall, &c.splits, &c.nsplit)) !=
         VKLA_SUCCESS)
@@ -508,12 +514,12 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         goto done;
     vkla__compute_barrier(ctx, cmd);
     /* dq = product(do', v', k; M), dk = product(v', do', q; M^T),
-     * dv = product(k, q, do'; M^T) (the ones column dropped), the gate terms */
+     * dv = product(k, q, do'; M^T) over the V columns of do' only, the gate terms */
     if ((want_dq && (r = output(&c, R_DO, R_V, R_K, R_DQ, p.Vx, d->K, false, false, R_SQ)) !=
                         VKLA_SUCCESS) ||
         (want_dk && (r = output(&c, R_V, R_DO, R_Q, R_DK, p.Vx, d->K, true, false, R_DKS)) !=
                         VKLA_SUCCESS) ||
-        (want_dv && (r = output(&c, R_K, R_Q, R_DO, R_DV, d->K, p.Vx, true, true, R_DKS)) !=
+        (want_dv && (r = output(&c, R_K, R_Q, R_DO, R_DV, d->K, d->V, true, true, R_DKS)) !=
                         VKLA_SUCCESS) ||
         (gate && (r = gate_terms(&c)) != VKLA_SUCCESS))
         goto done;
