@@ -31,6 +31,9 @@ typedef struct bplan {
     bool gate;              /* dg or dg_gamma requested */
     uint64_t off_seq, off_chunk;
     uint64_t off[R_COUNT];  /* UINT64_MAX = region not used */
+    /* the caller's tensor where the kernels can use it as is (f32 rows of 4-aligned length,
+     * strides and start) instead of a packed region */
+    const vkla_tensor *user[R_COUNT];
     uint64_t scratch_bytes;
 } bplan;
 
@@ -140,6 +143,8 @@ static vkla_result check_grads(vkla_context *ctx, const vkla_lion_backward_args 
     return VKLA_SUCCESS;
 }
 
+static uint32_t row_len(const bplan *p, int r);
+
 static vkla_result make_plan(vkla_context *ctx, const vkla_lion_backward_args *a, bplan *p)
 {
     memset(p, 0, sizeof(*p));
@@ -167,14 +172,18 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_backward_args *a
     const uint64_t slots = d->seqs.nchunks * (TILE / d->C);
     const uint64_t st = (uint64_t)d->H * slots * 2 * p->Kp * p->Xv;
     uint64_t size[R_COUNT] = {0};
-    size[R_Q] = size[R_K] = rows * p->Kp;
-    size[R_V] = size[R_DO] = rows * p->Xv;
-    if (a->dq.buffer)
-        size[R_DQ] = rows * p->Kp;
-    if (a->dk.buffer)
-        size[R_DK] = rows * p->Kp;
-    if (a->dv.buffer)
-        size[R_DV] = rows * p->Xv;
+    const vkla_tensor *ts[R_DV + 1] = {&a->fwd.q, &a->fwd.k, &a->fwd.v, &a->dout,
+                                       &a->dq,    &a->dk,    &a->dv};
+    for (int i = R_Q; i <= R_DV; i++) {
+        if (!ts[i]->buffer)
+            continue;
+        /* v' and dout' carry the normalizer column: always packed under normalize */
+        if (ts[i]->dtype == VKLA_DTYPE_F32 && vkla__lion_vec4_rows(ts[i]) &&
+            !(norm && (i == R_V || i == R_DO)))
+            p->user[i] = ts[i];
+        else
+            size[i] = rows * row_len(p, i);
+    }
     if (norm)
         size[R_ND] = rows * p->Xv;
     size[R_SQ] = size[R_DKS] = st;
@@ -220,7 +229,11 @@ static uint32_t row_len(const bplan *p, int r)
 /* A packed region with rows of x floats; its strides go to st. */
 static vkla_bind region(const rec *c, int r, uint32_t x, uint64_t *st)
 {
-    uint64_t dummy[3];
+    uint64_t dummy[VKLA_MAX_DIMS];
+    if (c->p->user[r]) {
+        vkla__tensor_strides(c->p->user[r], st ? st : dummy);
+        return vkla__bind_tensor(c->p->user[r], VKLA_ROWS_TOKENS);
+    }
     return vkla__lion_packed_bind(&c->p->d, c->scr, c->base + c->p->off[r], x, st ? st : dummy);
 }
 
@@ -261,6 +274,8 @@ static vkla_result go(const rec *c, const vkla_launch *l)
 static vkla_result copy_rows(const rec *c, bool into, const vkla_tensor *t, int r, uint32_t X,
                              uint32_t xp, bool ones)
 {
+    if (c->p->user[r])
+        return VKLA_SUCCESS; /* the kernels use the caller's tensor itself */
     vkla_pipeline *pp;
     vkla_result res = vkla__lion_pipeline(c->ctx, into ? "pack" : "unpack", (int)t->dtype, 64,
                                           c->rb, vkla__lion_vec4_rows(t), B_COUNT, &pp);
@@ -293,7 +308,7 @@ static vkla_result product_launch(const rec *c, vkla_launch *l, vkla_bind *binds
     /* the states' column count: lw rounded up, or read transposed, the other product's (both
      * state regions hold [align4(V'), align4(K)] blocks) */
     launch_init(c, l, binds, (flags & F_STATE_T) ? p->Xv : (lw + 3) & ~3u);
-    uint64_t st[3];
+    uint64_t st[VKLA_MAX_DIMS];
     for (int i = 0; i < 4; i++) {
         if (regs[i] < 0)
             continue;
@@ -351,15 +366,18 @@ static vkla_result gate_terms(const rec *c)
     vkla_launch l;
     vkla_bind binds[B_COUNT + 1];
     launch_init(c, &l, binds, p->Xv);
-    binds[B_Q] = region(c, R_Q, p->Kp, NULL);
-    binds[B_K] = region(c, R_K, p->Kp, NULL);
-    binds[B_V] = region(c, R_V, p->Xv, NULL);
-    binds[B_Z] = region(c, R_DO, p->Xv, NULL);
+    /* q, k, v' in their slots; dout' in binding 9 with the o slot's strides */
+    const int regs[4] = {R_Q, R_K, R_V, R_DO};
+    uint64_t st[VKLA_MAX_DIMS];
+    for (int i = 0; i < 4; i++) {
+        binds[i < 3 ? B_Q + i : B_Z] = region(c, regs[i], row_len(p, regs[i]), st);
+        vkla__lion_set_strides(&l, i, st);
+    }
     binds[B_O] = region(c, R_PAIRS, 2, NULL);
     binds[B_ST] = state_region(c, R_SQ);
     binds[B_COUNT] = state_region(c, R_DKS);
     l.nbind = B_COUNT + 1;
-    l.base_word[B_COUNT] = W_STRIDES; /* bwd_gate.comp reads it from word q_sb */
+    l.base_word[B_COUNT] = W_XS; /* bwd_gate.comp reads it from word xs */
     l.push[W_V] = p->Vx;
     l.pipe = pg;
     return go(c, &l);

@@ -420,12 +420,11 @@ static void test_gpu_blocks(void **state)
 
 /* dq, dk and dv as column ranges of one fused gradient buffer (their rows interleave but never
  * share an element), and a caller scratch at an offset */
-static void test_fused_views_scratch(void **state)
+static void fused_views_scratch(vkla_dtype dt, int normalize)
 {
-    (void)state;
     const uint32_t B = 1, T = 70, H = 2, K = 16, V = 8, F = 2 * K + V;
-    bcase c = {.B = B, .T = T, .H = H, .K = K, .V = V, .gates = G, .normalize = 1,
-               .dt = VKLA_DTYPE_F16, .seed = 77};
+    bcase c = {.B = B, .T = T, .H = H, .K = K, .V = V, .gates = G, .normalize = normalize,
+               .dt = dt, .seed = 77};
     bdata d;
     make_data(&c, &d);
     ref_grads(&c, &d);
@@ -436,12 +435,12 @@ static void test_fused_views_scratch(void **state)
     th_tensor_new(&v, c.dt, 4, sv, d.v);
     th_tensor_new(&dout, c.dt, 4, sv, d.dout);
     th_tensor_new(&g, VKLA_DTYPE_F32, 3, sg, d.g);
-    const size_t rows = (size_t)B * T * H, es = 2;
+    const size_t rows = (size_t)B * T * H, es = vkla_dtype_size(dt);
     vkla_buffer *fb;
     assert_int_equal(vkla_buffer_create(th_ctx(), rows * F * es, &fb), VKLA_SUCCESS);
     vkla_lion_backward_args a = {0};
     a.fwd.q = q.t; a.fwd.k = k.t; a.fwd.v = v.t; a.fwd.g = g.t;
-    a.fwd.normalize = 1;
+    a.fwd.normalize = normalize;
     a.dout = dout.t;
     uint64_t st[4] = {(uint64_t)T * H * F, (uint64_t)H * F, F, 1};
     a.dq = vkla_tensor_make(fb, 0, c.dt, 4, sq);
@@ -459,7 +458,7 @@ static void test_fused_views_scratch(void **state)
     vkla_result r = vkla_lion_backward_run(th_ctx(), &a);
     if (r != VKLA_SUCCESS)
         fail_msg("fused views: %s: %s", vkla_result_string(r), vkla_last_error(th_ctx()));
-    uint16_t *host = malloc(rows * F * es);
+    void *host = malloc(rows * F * es);
     float *all = malloc(rows * F * sizeof(float));
     assert_int_equal(vkla_buffer_download(th_ctx(), fb, 0, host, rows * F * es), VKLA_SUCCESS);
     vkla_convert(all, VKLA_DTYPE_F32, host, c.dt, rows * F);
@@ -486,6 +485,15 @@ static void test_fused_views_scratch(void **state)
         th_tensor_free(ts[i]);
     free_data(&d);
     th_check_validation();
+}
+
+/* f16 (packed copies) and f32 (the kernels write the strided views directly) */
+static void test_fused_views_scratch(void **state)
+{
+    (void)state;
+    fused_views_scratch(VKLA_DTYPE_F16, 1);
+    fused_views_scratch(VKLA_DTYPE_F32, 0);
+    fused_views_scratch(VKLA_DTYPE_F32, 1);
 }
 
 static void expect(vkla_result got, vkla_result want, const char *what, const char *needle)

@@ -18,15 +18,15 @@
 //   CB_j += scale e^(P_j) v'_j^T Dk^F k_j,    CF_j += scale e^(R_j) v'_j^T Dk^B k_j,
 // E, P, X, R the exclusive/inclusive prefix and suffix sums of a inside the chunk.
 //
-// Bindings: packed f32 rows of q and k (0, 1; row length align4(K)), v' (2) and do' (9) (row
-// length align4(pc.V), pc.V = V' width), Sq (8) and Dk (10) as [H, slots, 2, align4(V'),
-// align4(K)]; the base of binding 10 is passed in push word q_sb (packed rows need no strides).
+// Bindings: f32 rows (4-aligned, zero-padded) of q and k (0, 1), v' (2) and do' (9; the o slot's
+// strides, pc.V = V' width), Sq (8) and Dk (10) as [H, slots, 2, align4(V'), align4(K)]; the
+// base of binding 10 is passed in push word xs; the pairs (3) are packed.
 // Grid: x = 1, y = heads, z = 64-token tiles. Lanes: (TW/RB) x (TW/CB).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 layout(std430, binding = 10) readonly buffer S2B4 { vec4 s2_buf[]; };
-#define S2_BASE pc.q_sb
+#define S2_BASE pc.xs
 
 const uint NCL = TW / CB;
 const uint NRL = TW / RB;
@@ -37,15 +37,17 @@ shared float s_a[TW], s_e[TW], s_p[TW], s_x[TW], s_r[TW];
 shared float s_t[4][TW];              // RF, RB, CF, CB
 
 uint prow(uint b, uint t, uint h, uint X) { return ((b * pc.T + t) * pc.H + h) * X; }
+// do' rows (binding 9) with the o slot's strides
+uint do_row(uint b, uint t, uint h) { return pc.z_base + b * pc.o_sb + t * pc.o_st + h * pc.o_sh; }
 
 // part[r] = sum over the state columns of (x_r^T S) . y_r for the lane's rows, S the state
 // entering the rows' chunk in direction DIR; XB/SB/YB: buffers, XBASE..: element bases.
-#define INTER(XB, xbase, SB, sbase0, YB, ybase, DIR, part)                                      \
+#define INTER(XB, XROW, SB, sbase0, YB, YROW, DIR, part)                                      \
     {                                                                                           \
         uint xr_[RB], yr_[RB];                                                                  \
         [[unroll]] for (uint r_ = 0u; r_ < RB; r_++) {                                          \
-            xr_[r_] = (xbase) + prow(b, tb + min(i0 + r_, L - 1u), h, Xv);                      \
-            yr_[r_] = (ybase) + prow(b, tb + min(i0 + r_, L - 1u), h, Kp);                      \
+            xr_[r_] = XROW(b, tb + min(i0 + r_, L - 1u), h);                                    \
+            yr_[r_] = YROW(b, tb + min(i0 + r_, L - 1u), h);                                    \
             part[r_] = 0.0;                                                                     \
         }                                                                                       \
         const uint srow_ = (sbase0) + (sslot * 2u + (DIR)) * Xv * Kp;                           \
@@ -136,9 +138,9 @@ void main()
     {
         uint xr[RB], yr[CB];
         [[unroll]] for (uint r = 0u; r < RB; r++)
-            xr[r] = pc.q_base + prow(b, tb + min(i0 + r, L - 1u), h, Kp);
+            xr[r] = q_row(b, tb + min(i0 + r, L - 1u), h);
         [[unroll]] for (uint x = 0u; x < CB; x++)
-            yr[x] = pc.k_base + prow(b, tb + min(j0 + x, L - 1u), h, Kp);
+            yr[x] = k_row(b, tb + min(j0 + x, L - 1u), h);
         [[unroll]] for (uint r = 0u; r < RB; r++)
             [[unroll]] for (uint x = 0u; x < CB; x++)
                 acc[r][x] = 0.0;
@@ -164,9 +166,9 @@ void main()
         }
 
         [[unroll]] for (uint r = 0u; r < RB; r++)
-            xr[r] = pc.z_base + prow(b, tb + min(i0 + r, L - 1u), h, Xv);
+            xr[r] = do_row(b, tb + min(i0 + r, L - 1u), h);
         [[unroll]] for (uint x = 0u; x < CB; x++)
-            yr[x] = pc.v_base + prow(b, tb + min(j0 + x, L - 1u), h, Xv);
+            yr[x] = v_row(b, tb + min(j0 + x, L - 1u), h);
         [[unroll]] for (uint r = 0u; r < RB; r++)
             [[unroll]] for (uint x = 0u; x < CB; x++)
                 acc[r][x] = 0.0;
@@ -229,13 +231,13 @@ void main()
     // ---- inter-chunk: the four bilinear forms with the states entering each chunk ----
     const uint sslot = h * pc.ntiles * nsub + c * nsub + i0 / C;
     float part[RB];
-    INTER(z4_buf, pc.z_base, st4_buf, pc.st_base, q4_buf, pc.q_base, 0u, part)
+    INTER(z4_buf, do_row, st4_buf, pc.st_base, q4_buf, q_row, 0u, part)
     REDUCE_ROWS(part, s_e, 0)
-    INTER(z4_buf, pc.z_base, st4_buf, pc.st_base, q4_buf, pc.q_base, 1u, part)
+    INTER(z4_buf, do_row, st4_buf, pc.st_base, q4_buf, q_row, 1u, part)
     REDUCE_ROWS(part, s_x, 1)
-    INTER(v4_buf, pc.v_base, s2_buf, S2_BASE, k4_buf, pc.k_base, 1u, part)
+    INTER(v4_buf, v_row, s2_buf, S2_BASE, k4_buf, k_row, 1u, part)
     REDUCE_ROWS(part, s_r, 2)
-    INTER(v4_buf, pc.v_base, s2_buf, S2_BASE, k4_buf, pc.k_base, 0u, part)
+    INTER(v4_buf, v_row, s2_buf, S2_BASE, k4_buf, k_row, 0u, part)
     REDUCE_ROWS(part, s_p, 3)
     barrier();
 
