@@ -223,7 +223,10 @@ static void run_case(const char *name, const bcase *c)
     a.fwd.form = c->form;
     a.fwd.q = q.t; a.fwd.k = k.t; a.fwd.v = v.t;
     if (d.g) { th_tensor_new(&g, VKLA_DTYPE_F32, 3, sg, d.g); a.fwd.g = g.t; }
-    if (d.gamma) { th_tensor_new(&gamma, VKLA_DTYPE_F32, 1, sgam, d.gamma); a.fwd.g_gamma = gamma.t; }
+    if (d.gamma) {
+        th_tensor_new(&gamma, VKLA_DTYPE_F32, 1, sgam, d.gamma);
+        a.fwd.g_gamma = gamma.t;
+    }
     a.fwd.cu_seqlens = c->cu;
     a.fwd.num_seqs = c->cu ? c->N : 0;
     a.fwd.normalize = c->normalize;
@@ -573,9 +576,11 @@ static void test_errors(void **state)
            "chunk");
     /* overlaps: with an input, with dout, with another gradient */
     a = ok; a.dq = q.t;
-    expect(vkla_lion_backward_run(ctx, &a), VKLA_ERROR_INVALID_ARGUMENT, "dq is q", "dq overlaps q");
+    expect(vkla_lion_backward_run(ctx, &a), VKLA_ERROR_INVALID_ARGUMENT, "dq is q",
+           "dq overlaps q");
     a = ok; a.dk = k.t;
-    expect(vkla_lion_backward_run(ctx, &a), VKLA_ERROR_INVALID_ARGUMENT, "dk is k", "dk overlaps k");
+    expect(vkla_lion_backward_run(ctx, &a), VKLA_ERROR_INVALID_ARGUMENT, "dk is k",
+           "dk overlaps k");
     a = ok; a.dv = dout.t;
     expect(vkla_lion_backward_run(ctx, &a), VKLA_ERROR_INVALID_ARGUMENT, "dv is dout",
            "dv overlaps dout");
