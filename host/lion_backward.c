@@ -37,54 +37,6 @@ typedef struct bplan {
     uint64_t scratch_bytes;
 } bplan;
 
-/* Element strides of a view, and the byte span [lo, hi) it touches in its VkBuffer. */
-static void span(const vkla_tensor *t, uint64_t *st, uint64_t *lo, uint64_t *hi)
-{
-    vkla__tensor_strides(t, st);
-    uint64_t last = 0;
-    for (uint32_t i = 0; i < t->ndim; i++)
-        last += (t->shape[i] - 1) * st[i];
-    *lo = t->buffer->base + t->offset;
-    *hi = *lo + (last + 1) * vkla_dtype_size(t->dtype);
-}
-
-/* Whether two (checked) views share a byte. Views whose spans overlap can still be disjoint
- * when their rows interleave (q, k, v or their gradients as column ranges of one fused
- * buffer): that holds when every outer stride of both is a multiple of one period P (bytes)
- * and the rows' byte ranges modulo P do not meet. */
-static bool views_overlap(const vkla_tensor *a, const vkla_tensor *b)
-{
-    if (!a->buffer || !b->buffer || a->buffer->buffer != b->buffer->buffer)
-        return false;
-    uint64_t sa[VKLA_MAX_DIMS], sb[VKLA_MAX_DIMS], alo, ahi, blo, bhi;
-    span(a, sa, &alo, &ahi);
-    span(b, sb, &blo, &bhi);
-    if (ahi <= blo || bhi <= alo)
-        return false;
-    const vkla_tensor *ts[2] = {a, b};
-    const uint64_t *ss[2] = {sa, sb};
-    uint64_t P = 0;
-    for (int v = 0; v < 2; v++)
-        for (uint32_t i = 0; i + 1 < ts[v]->ndim; i++) {
-            uint64_t s = ss[v][i] * vkla_dtype_size(ts[v]->dtype);
-            if (ts[v]->shape[i] > 1 && (P == 0 || s < P))
-                P = s;
-        }
-    if (P == 0)
-        return true;
-    for (int v = 0; v < 2; v++) {
-        for (uint32_t i = 0; i + 1 < ts[v]->ndim; i++)
-            if (ts[v]->shape[i] > 1 && (ss[v][i] * vkla_dtype_size(ts[v]->dtype)) % P)
-                return true;
-        if (ts[v]->shape[ts[v]->ndim - 1] * vkla_dtype_size(ts[v]->dtype) > P)
-            return true;
-    }
-    uint64_t ra = a->shape[a->ndim - 1] * vkla_dtype_size(a->dtype);
-    uint64_t rb = b->shape[b->ndim - 1] * vkla_dtype_size(b->dtype);
-    uint64_t pa = alo % P, pb = blo % P;
-    return (pb + P - pa) % P < ra || (pa + P - pb) % P < rb;
-}
-
 static vkla_result check_grads(vkla_context *ctx, const vkla_lion_backward_args *a,
                                const vkla_lion_dims *d)
 {
@@ -136,7 +88,7 @@ static vkla_result check_grads(vkla_context *ctx, const vkla_lion_backward_args 
     const int ngrad = 5, nall = (int)(sizeof(all) / sizeof(all[0]));
     for (int i = 0; i < ngrad; i++)
         for (int j = i + 1; j < nall; j++)
-            if (views_overlap(all[i].t, all[j].t))
+            if (vkla__views_overlap(all[i].t, all[j].t))
                 return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
                                   OP ": %s overlaps %s; gradients need memory of their own",
                                   all[i].name, all[j].name);

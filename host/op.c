@@ -136,10 +136,10 @@ vkla_result vkla__op_bench(const vkla_op_impl *op, vkla_context *ctx, const void
     return vkla__bench(ctx, bench_record, &c, warmup, reps, times_us);
 }
 
-/* The bytes [lo, hi) of the VkBuffer that a view spans. */
-static void view_span(const vkla_tensor *t, uint64_t *lo, uint64_t *hi)
+/* The bytes [lo, hi) of the VkBuffer that a view spans, and its element strides. */
+static void view_span(const vkla_tensor *t, uint64_t *st, uint64_t *lo, uint64_t *hi)
 {
-    uint64_t st[VKLA_MAX_DIMS], last = 0;
+    uint64_t last = 0;
     vkla__tensor_strides(t, st);
     for (uint32_t i = 0; i < t->ndim; i++)
         last += (t->shape[i] - 1) * st[i];
@@ -147,32 +147,39 @@ static void view_span(const vkla_tensor *t, uint64_t *lo, uint64_t *hi)
     *hi = *lo + (last + 1) * vkla_dtype_size(t->dtype);
 }
 
+/* Views whose spans overlap can still be disjoint when their rows interleave (q, k, v or their
+ * gradients as column ranges of one fused buffer): that holds when every outer stride of both
+ * is a multiple of one period P (bytes), each row fits in P, and the rows' byte ranges modulo P
+ * do not meet. Anything else that shares a span counts as overlapping. */
 bool vkla__views_overlap(const vkla_tensor *a, const vkla_tensor *b)
 {
     if (!a->buffer || !b->buffer || a->buffer->buffer != b->buffer->buffer)
         return false;
-    uint64_t alo, ahi, blo, bhi;
-    view_span(a, &alo, &ahi);
-    view_span(b, &blo, &bhi);
+    uint64_t sa[VKLA_MAX_DIMS], sb[VKLA_MAX_DIMS], alo, ahi, blo, bhi;
+    view_span(a, sa, &alo, &ahi);
+    view_span(b, sb, &blo, &bhi);
     if (ahi <= blo || bhi <= alo)
         return false;
-    /* Views of one fused [B,T,...] buffer interleave: same element size and token stride P (the
-     * batch stride a multiple of it), each token's footprint within P. They are disjoint when
-     * their footprints are, modulo P. */
-    uint64_t es = vkla_dtype_size(a->dtype);
-    if (a->ndim != 4 || b->ndim != 4 || es != vkla_dtype_size(b->dtype))
+    const vkla_tensor *ts[2] = {a, b};
+    const uint64_t *ss[2] = {sa, sb};
+    uint64_t P = 0;
+    for (int v = 0; v < 2; v++)
+        for (uint32_t i = 0; i + 1 < ts[v]->ndim; i++) {
+            uint64_t s = ss[v][i] * vkla_dtype_size(ts[v]->dtype);
+            if (ts[v]->shape[i] > 1 && (P == 0 || s < P))
+                P = s;
+        }
+    if (P == 0)
         return true;
-    uint64_t sa[VKLA_MAX_DIMS], sb[VKLA_MAX_DIMS];
-    vkla__tensor_strides(a, sa);
-    vkla__tensor_strides(b, sb);
-    uint64_t P = sa[1] * es;
-    if (sa[1] != sb[1] || P == 0 || (a->shape[0] > 1 && sa[0] % sa[1]) ||
-        (b->shape[0] > 1 && sb[0] % sb[1]))
-        return true;
-    uint64_t wa = ((a->shape[2] - 1) * sa[2] + a->shape[3]) * es;
-    uint64_t wb = ((b->shape[2] - 1) * sb[2] + b->shape[3]) * es;
-    if (wa > P || wb > P)
-        return true;
-    uint64_t d = (blo - alo % P + P) % P; /* b's start after a's, modulo P */
-    return d < wa || (P - d) % P < wb;
+    for (int v = 0; v < 2; v++) {
+        for (uint32_t i = 0; i + 1 < ts[v]->ndim; i++)
+            if (ts[v]->shape[i] > 1 && (ss[v][i] * vkla_dtype_size(ts[v]->dtype)) % P)
+                return true;
+        if (ts[v]->shape[ts[v]->ndim - 1] * vkla_dtype_size(ts[v]->dtype) > P)
+            return true;
+    }
+    uint64_t ra = a->shape[a->ndim - 1] * vkla_dtype_size(a->dtype);
+    uint64_t rb = b->shape[b->ndim - 1] * vkla_dtype_size(b->dtype);
+    uint64_t pa = alo % P, pb = blo % P;
+    return (pb + P - pa) % P < ra || (pa + P - pb) % P < rb;
 }
