@@ -203,6 +203,16 @@ void vkla__la_binds(const vkla_la_plan *p, const vkla_linear_attn_args *a, vkla_
     }
 }
 
+void vkla__la_order_after_earlier(vkla_context *ctx, VkCommandBuffer cmd)
+{
+    vkla__barrier(ctx, cmd,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                      VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                      VK_ACCESS_TRANSFER_WRITE_BIT);
+}
+
 vkla_result vkla__la_upload_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_la_plan *p,
                                    const int32_t *cu, vkla_buffer *scr, uint64_t soff)
 {
@@ -288,14 +298,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
     if ((r = vkla__plan_splits(ctx, &p.seqs, p.H, binds, B_COUNT, &splits, &nsplit)) != VKLA_SUCCESS)
         goto done;
 
-    /* order this call after earlier vkla work in the command buffer (shared scratch, and the
-     * placeholder buffer bound to absent tensors) */
-    vkla__barrier(ctx, cmd,
-                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                      VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-                      VK_ACCESS_TRANSFER_WRITE_BIT);
+    vkla__la_order_after_earlier(ctx, cmd);
     if ((r = vkla__la_upload_tables(ctx, cmd, &p, a->cu_seqlens, scr, soff)) != VKLA_SUCCESS)
         goto done;
 

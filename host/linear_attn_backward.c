@@ -311,12 +311,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         goto done;
     binds[BB_OUTB] = (vkla_bind){0};
 
-    /* order this call after earlier vkla work in the command buffer */
-    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                  VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-                      VK_ACCESS_TRANSFER_WRITE_BIT);
+    vkla__la_order_after_earlier(ctx, cmd);
     /* strides of q k v dout dq dk dv (the push constants have no room for them) */
     uint32_t prm[PRM_WORDS];
     memset(prm, 0, sizeof(prm));

@@ -17,20 +17,10 @@
 
 #include "../common/dtype.glsl"
 
-layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint K = 64;
-layout(constant_id = 2) const uint V = 64;
-layout(constant_id = 3) const uint H = 1;
-layout(constant_id = 4) const uint FLAGS = 0;   // the forward's option flags
-layout(constant_id = 5) const uint P0 = 16;     // chunk size
-layout(constant_id = 6) const uint BFLAGS = 0;  // gradients requested
-layout(constant_id = 7) const uint P2 = 1;
+#include "spec.glsl"
 
-const bool HAS_G = (FLAGS & 1u) != 0u;
-const bool HAS_GAMMA = (FLAGS & 2u) != 0u;
-const bool HAS_GK = (FLAGS & 4u) != 0u;
-const bool NORMALIZE = (FLAGS & 8u) != 0u;
-const bool VARLEN = (FLAGS & 64u) != 0u;
+// P0: chunk size; P1: the gradients requested (BF_* in host/linear_attn_backward.c)
+const uint BFLAGS = P1;
 const bool GATED = HAS_G || HAS_GAMMA || HAS_GK;
 
 const bool WANT_DQ = (BFLAGS & 1u) != 0u;
@@ -44,8 +34,6 @@ const bool HAS_DHT = (BFLAGS & 128u) != 0u;
 const bool WANT_GATES = WANT_DG || WANT_DGAMMA || WANT_DGK;
 
 const uint C = P0;
-const uint VP = V + (NORMALIZE ? 1u : 0u);
-const uint KD = HAS_GK ? K : 1u;
 const uint KT = 16u;                      // key channels per dq/dk workgroup (and dgp tile)
 const uint NKT = (K + KT - 1u) / KT;
 

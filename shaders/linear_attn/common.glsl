@@ -5,24 +5,7 @@
 
 #include "../common/dtype.glsl"
 
-layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint K = 64;
-layout(constant_id = 2) const uint V = 64;
-layout(constant_id = 3) const uint H = 1;
-layout(constant_id = 4) const uint FLAGS = 0;
-layout(constant_id = 5) const uint P0 = 1;   // kernel-specific sizes (see each kernel)
-layout(constant_id = 6) const uint P1 = 1;
-layout(constant_id = 7) const uint P2 = 1;
-
-const bool HAS_G = (FLAGS & 1u) != 0u;
-const bool HAS_GAMMA = (FLAGS & 2u) != 0u;
-const bool HAS_GK = (FLAGS & 4u) != 0u;
-const bool NORMALIZE = (FLAGS & 8u) != 0u;
-const bool HAS_H0 = (FLAGS & 16u) != 0u;
-const bool HAS_HT = (FLAGS & 32u) != 0u;
-const bool VARLEN = (FLAGS & 64u) != 0u;
-const bool HAS_Z0 = (FLAGS & 128u) != 0u;
-const bool HAS_ZT = (FLAGS & 256u) != 0u;
+#include "spec.glsl"
 
 layout(push_constant) uniform Params {
     uint T;                         // tokens per batch row of the tensors
@@ -57,11 +40,6 @@ layout(std430, binding = 13) buffer STB { float state_buf[]; };  // [H, chunks, 
 layout(std430, binding = 14) buffer DCB { float decay_buf[]; };  // [H, chunks, KD]
 
 #include "../common/seqs.glsl"
-
-// Columns of the state: V, plus the normalizer z as column V with normalize.
-const uint VP = V + (NORMALIZE ? 1u : 0u);
-// Per-channel decay width of the chunk decay table.
-const uint KD = HAS_GK ? K : 1u;
 
 float load_q(uint b, uint t, uint h, uint i) { return LOADE(q_buf[pc.q_base + b * pc.q_sb + t * pc.q_st + h * pc.q_sh + i]); }
 float load_k(uint b, uint t, uint h, uint i) { return LOADE(k_buf[pc.k_base + b * pc.k_sb + t * pc.k_st + h * pc.k_sh + i]); }
