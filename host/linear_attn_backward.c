@@ -36,7 +36,7 @@ static const int bwd_base_words[BB_COUNT] = {4, 5, 6, 7, 8, 9, 10, 11, -1, -1, 1
 /* regions of the f32 scratch block, in this order (see shaders/linear_attn/bwd_common.glsl) */
 enum { R_STATE, R_DECAY, R_FIN, R_FINZ, R_DST, R_AMAT, R_PMAT, R_NRM, R_DGP, R_COUNT };
 #define PRM_WORDS 64u   /* the strides block at the start of the f32 scratch */
-#define KT 16u          /* key channels per bwd_dqk workgroup; value columns per bwd_dv one */
+#define KT 16u          /* key channels per bwd_dqk workgroup */
 
 typedef struct bplan {
     vkla_la_plan p;              /* the forward's plan (chunk form), scratch offsets moved */
@@ -391,7 +391,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         /* independent of bwd_dqk, but both bind the whole scratch writable */
         if (want_qk)
             vkla__compute_barrier(ctx, cmd);
-        l.grid_x = (p->V + KT - 1) / KT;
+        l.grid_x = (p->V + 63) / 64;
         if ((r = get_pipe(ctx, &bp, "bwd_dv", true, C, &l.pipe)) != VKLA_SUCCESS ||
             (r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
