@@ -229,7 +229,8 @@ static vkla_result make_bplan(vkla_context *ctx, const vkla_linear_attn_backward
     }
     bp->f_elems = e;
     uint64_t range = ctx->caps.props.limits.maxStorageBufferRange;
-    if (e * 4 > range || e > UINT32_MAX || (uint64_t)p->B * p->T * p->H * 4 > range) {
+    if (e * 4 > range || e > UINT32_MAX ||
+        ((bp->bflags & BF_DG) && (uint64_t)p->B * p->T * p->H * 4 > range)) {
         r = vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
                        OP ": the backward's scratch (%llu bytes) or dg exceeds the device's "
                        "maxStorageBufferRange (%llu); split the call",

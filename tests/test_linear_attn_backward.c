@@ -25,6 +25,7 @@ typedef struct bw_case {
     uint64_t seed;
     double gconst;   /* nonzero: every g / gk entry takes this value */
     int only;        /* nonzero: request only this gradient (1 + index in the list below) */
+    int own_scratch; /* pass a scratch buffer (at a 256-byte offset) instead of the context's */
 } bw_case;
 
 /* gradients, in this order: dq dk dv dg dg_gamma dgk dh0 */
@@ -273,6 +274,15 @@ static void run_case(const char *name, const bw_case *c)
     make_data(c, &d);
     bw_dev x;
     dev_setup(c, &d, &x);
+    vkla_buffer *scratch = NULL;
+    if (c->own_scratch) {
+        uint64_t need = 0;
+        assert_int_equal(vkla_linear_attn_backward_scratch_size(th_ctx(), &x.a, &need), VKLA_SUCCESS);
+        assert_true(need > 0);
+        assert_int_equal(vkla_buffer_create(th_ctx(), need + 256, &scratch), VKLA_SUCCESS);
+        x.a.scratch = scratch;
+        x.a.scratch_offset = 256;
+    }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     vkla_result r = vkla_linear_attn_backward_run(th_ctx(), &x.a);
     clock_gettime(CLOCK_MONOTONIC, &t2);
@@ -305,6 +315,8 @@ static void run_case(const char *name, const bw_case *c)
         th_assert_close(what, d.grad[i], out, d.gsize[i], target);
         free(out);
     }
+    if (scratch)
+        vkla_buffer_destroy(th_ctx(), scratch);
     dev_free(&x);
     free_data(&d);
     th_check_validation();
@@ -435,6 +447,10 @@ static void test_subsets_forms(void **state)
     bw_case c = {.B = 2, .T = 30, .H = 2, .K = 8, .V = 8, .gates = G, .h0 = 1, .dht = 1,
                  .form = VKLA_FORM_RECURRENT, .dt = VKLA_DTYPE_F32, .seed = 160};
     run_case("recurrent form args", &c);
+    bw_case sc = {.B = 1, .T = 70, .H = 2, .K = 8, .V = 12, .gates = G | GK, .h0 = 1, .dht = 1,
+                  .normalize = 1, .z0 = 1, .chunk = 32, .dt = VKLA_DTYPE_F32, .own_scratch = 1,
+                  .seed = 165};
+    run_case("caller scratch at an offset", &sc);
     const int gates[] = {G, GK, G | GK};
     for (int gi = 0; gi < 3; gi++) {
         bw_case p = {.B = 1, .T = 50, .H = 2, .K = 16, .V = 16, .gates = gates[gi], .h0 = 1,
