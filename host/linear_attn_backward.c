@@ -36,7 +36,7 @@ static const int bwd_base_words[BB_COUNT] = {4, 5, 6, 7, 8, 9, 10, 11, -1, -1, 1
 /* regions of the f32 scratch block, in this order (see shaders/linear_attn/bwd_common.glsl) */
 enum { R_STATE, R_DECAY, R_FIN, R_FINZ, R_DST, R_AMAT, R_PMAT, R_NRM, R_DGP, R_COUNT };
 #define PRM_WORDS 64u   /* the strides block at the start of the f32 scratch */
-#define KT 16u          /* key channels per bwd_dqk workgroup */
+#define KQ 32u          /* key channels per bwd_dqk workgroup */
 
 typedef struct bplan {
     vkla_la_plan p;              /* the forward's plan (chunk form), scratch offsets moved */
@@ -210,7 +210,7 @@ static vkla_result make_bplan(vkla_context *ctx, const vkla_linear_attn_backward
         off = vkla__align_up(off + nc * 8, al);
     }
     bp->off_f = off;
-    uint64_t nkt = (p->K + KT - 1) / KT;
+    uint64_t nkt = (p->K + KQ - 1) / KQ;
     uint64_t sizes[R_COUNT] = {
         [R_STATE] = H * nc * p->K * p->VP,
         [R_DECAY] = H * nc * p->KD,
@@ -350,7 +350,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     l.split_word = P_SPLIT;
     l.nbind = BB_COUNT;
     l.binds = binds;
-    const uint32_t C = p->C, nkt = (p->K + KT - 1) / KT;
+    const uint32_t C = p->C, nkt = (p->K + KQ - 1) / KQ;
     const bool want_qk = bp.bflags & (BF_DQ | BF_DK | BF_GATES);
 
     /* in-chunk scores, then (normalize) the gradient of the normalised output */

@@ -11,7 +11,7 @@
 //   amat   [H, chunks, C, C]   A[t][s] = sum_i q_t[i] k_s[i] e^(G_t[i] - G_s[i]), s <= t
 //   pmat   [H, chunks, C, C]   P[t][s] = do'_t . v_s, s <= t (undecayed)
 //   nrm    [H, chunks, C, 2]   normalize: 1 / d_t and do'_t[V] = -(do_t . o_t) / d_t
-//   dgp    [H, chunks, NKT, C] per key tile: sum over its channels of dL/dG_t
+//   dgp    [H, chunks, NKQ, C] per bwd_dqk key tile: sum over its channels of dL/dG_t
 #ifndef VKLA_LINEAR_ATTN_BWD_COMMON_GLSL
 #define VKLA_LINEAR_ATTN_BWD_COMMON_GLSL
 
@@ -34,8 +34,9 @@ const bool HAS_DHT = (BFLAGS & 128u) != 0u;
 const bool WANT_GATES = WANT_DG || WANT_DGAMMA || WANT_DGK;
 
 const uint C = P0;
-const uint KT = 16u;                      // key channels per dq/dk workgroup (and dgp tile)
-const uint NKT = (K + KT - 1u) / KT;
+const uint KT = 16u;                      // key channels or value columns of a staged tile
+const uint KQ = 32u;                      // key channels per bwd_dqk workgroup (and dgp tile)
+const uint NKQ = (K + KQ - 1u) / KQ;
 
 layout(push_constant) uniform Params {
     uint T;
@@ -123,19 +124,22 @@ void chunk_scalar_decay(uint lid, uint nt, uint b, uint tb, uint h, uint L)
     barrier();
 }
 
-// Per-channel cumulative log decay of the key tile x0..x0+KT-1: s_gc[x * C + t] = G_t[x0 + x]
-// (the scalar part included; held at G_(L-1) past the chunk's end). Needs s_gs; call with
-// every thread of the workgroup; ends with a barrier.
-shared float s_gc[KT * C];
+// Per-channel cumulative log decay of the key tile x0..x0+GC_CHANNELS-1 (KT unless the kernel
+// defines it): s_gc[x * C + t] = G_t[x0 + x] (the scalar part included; held at G_(L-1) past
+// the chunk's end). Needs s_gs; call with every thread of the workgroup; ends with a barrier.
+#ifndef GC_CHANNELS
+#define GC_CHANNELS KT
+#endif
+shared float s_gc[GC_CHANNELS * C];
 void chunk_channel_decay(uint lid, uint b, uint tb, uint h, uint L, uint x0)
 {
     barrier();
-    if (lid < KT) {
+    for (uint x = lid; x < GC_CHANNELS; x += gl_WorkGroupSize.x) {
         float run = 0.0;
         for (uint t = 0; t < C; t++) {
-            if (t < L && x0 + lid < K)
-                run += log_decay_channel(b, tb + t, h, x0 + lid);
-            s_gc[lid * C + t] = s_gs[min(t, L - 1u)] + run;
+            if (t < L && x0 + x < K)
+                run += log_decay_channel(b, tb + t, h, x0 + x);
+            s_gc[x * C + t] = s_gs[min(t, L - 1u)] + run;
         }
     }
     barrier();

@@ -18,11 +18,11 @@ void main()
     for (uint c = lid; c < pc.nchunks; c += NT) {
         uint s, b, tb, L, local0, len;
         chunk_coords(c, s, b, tb, L, local0, len);
-        const uint base = chunk_row(pc.r_dgp, h, c, NKT * C);
+        const uint base = chunk_row(pc.r_dgp, h, c, NKQ * C);
         float run = 0.0;
         for (uint t = L; t-- > 0u;) {
             float p = 0.0;
-            for (uint kt = 0; kt < NKT; kt++)
+            for (uint kt = 0; kt < NKQ; kt++)
                 p += scr[base + kt * C + t];
             run += p;
             if (WANT_DG)
