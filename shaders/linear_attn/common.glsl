@@ -5,24 +5,7 @@
 
 #include "../common/dtype.glsl"
 
-layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint K = 64;
-layout(constant_id = 2) const uint V = 64;
-layout(constant_id = 3) const uint H = 1;
-layout(constant_id = 4) const uint FLAGS = 0;
-layout(constant_id = 5) const uint P0 = 1;   // kernel-specific sizes (see each kernel)
-layout(constant_id = 6) const uint P1 = 1;
-layout(constant_id = 7) const uint P2 = 1;
-
-const bool HAS_G = (FLAGS & 1u) != 0u;
-const bool HAS_GAMMA = (FLAGS & 2u) != 0u;
-const bool HAS_GK = (FLAGS & 4u) != 0u;
-const bool NORMALIZE = (FLAGS & 8u) != 0u;
-const bool HAS_H0 = (FLAGS & 16u) != 0u;
-const bool HAS_HT = (FLAGS & 32u) != 0u;
-const bool VARLEN = (FLAGS & 64u) != 0u;
-const bool HAS_Z0 = (FLAGS & 128u) != 0u;
-const bool HAS_ZT = (FLAGS & 256u) != 0u;
+#include "spec.glsl"
 
 layout(push_constant) uniform Params {
     uint T;                         // tokens per batch row of the tensors
@@ -58,11 +41,6 @@ layout(std430, binding = 14) buffer DCB { float decay_buf[]; };  // [H, chunks, 
 
 #include "../common/seqs.glsl"
 
-// Columns of the state: V, plus the normalizer z as column V with normalize.
-const uint VP = V + (NORMALIZE ? 1u : 0u);
-// Per-channel decay width of the chunk decay table.
-const uint KD = HAS_GK ? K : 1u;
-
 float load_q(uint b, uint t, uint h, uint i) { return LOADE(q_buf[pc.q_base + b * pc.q_sb + t * pc.q_st + h * pc.q_sh + i]); }
 float load_k(uint b, uint t, uint h, uint i) { return LOADE(k_buf[pc.k_base + b * pc.k_sb + t * pc.k_st + h * pc.k_sh + i]); }
 // value column j; the virtual column V is all ones (it carries the normalizer z)
@@ -74,20 +52,6 @@ float load_v(uint b, uint t, uint h, uint j)
 }
 void store_o(uint b, uint t, uint h, uint j, float x) { o_buf[pc.o_base + b * pc.o_sb + t * pc.o_st + h * pc.o_sh + j] = STOREE(x); }
 
-// Scalar log decay of token t (g + g_gamma), 0 without gates.
-float log_decay_scalar(uint b, uint t, uint h)
-{
-    float d = 0.0;
-    if (HAS_G)
-        d += g_buf[pc.g_base + (b * pc.T + t) * H + h];
-    if (HAS_GAMMA)
-        d += gamma_buf[pc.gamma_base + h];
-    return d;
-}
-// Per-channel part (gk) of the log decay.
-float log_decay_channel(uint b, uint t, uint h, uint i)
-{
-    return HAS_GK ? gk_buf[pc.gk_base + ((b * pc.T + t) * H + h) * K + i] : 0.0;
-}
+#include "decay.glsl"
 
 #endif
