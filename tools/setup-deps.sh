@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(cmake make gcc pkg-config libc6-dev
       libvulkan-dev libvulkan-volk-dev glslang-tools spirv-tools
-      mesa-vulkan-drivers vulkan-validationlayers libcmocka-dev libpng-dev)
+      mesa-vulkan-drivers vulkan-validationlayers libcmocka-dev libpng-dev
+      python3-numpy python3-torch python3-pytest)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
