@@ -1,7 +1,7 @@
 /* LION bidirectional linear attention (SPEC section 3): argument checks, scratch layout, and the
  * attn, rnn and chunk forms. Kernels: shaders/lion/ (the math is in their headers and in
  * docs/lion.md). */
-#include "internal.h"
+#include "lion_common.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -10,21 +10,11 @@
 
 #define OP "lion"
 
-/* runtime flags (push constant word W_CFG, with the chunk size in bits 8-15), as in
- * shaders/lion/common.glsl */
-enum { F_G = 1, F_GAMMA = 2, F_NORM = 4, F_VARLEN = 8 };
-
-/* binding slots, in shader order */
-enum { B_Q, B_K, B_V, B_O, B_G, B_GAMMA, B_SEQ, B_CHUNK, B_ST, B_Z, B_COUNT };
-/* push constant words */
-enum { W_T = 0, W_SPLIT = 1, W_STRIDES = 8, W_SCALE = 24, W_EPS = 25, W_NTILES = 26, W_K = 27,
-       W_V = 28, W_H = 29, W_CFG = 30, W_XS = 31, W_COUNT = 32 };
 static const int base_words[B_COUNT] = {4, 5, 6, 7, 20, 21, -1, -1, 22, 23};
 
-#define MAX_DIM 256u
-#define TILE 64u  /* tile width over K and V, and the token tile of every dispatch */
+#define MAX_DIM LION_MAX_DIM
+#define TILE LION_TILE
 #define FLOAT_DTYPES ((1u << VKLA_DTYPE_F32) | (1u << VKLA_DTYPE_F16) | (1u << VKLA_DTYPE_BF16))
-#define F32_ONLY (1u << VKLA_DTYPE_F32)
 
 /* The q, k, v or o rows a heavy kernel sees: the caller's tensor (f32, 4-aligned rows) or a
  * packed f32 copy in scratch ([B,T,H,Xp], Xp = the row length rounded up to 4). */
@@ -35,22 +25,16 @@ typedef struct view {
 } view;
 
 typedef struct plan {
-    vkla_form form;
-    uint32_t B, T, H, K, V, N;
-    uint32_t C;            /* chunk size of the chunk form (16, 32, 64) */
+    vkla_lion_dims d;
     uint32_t Kp, Va, xs;   /* K and V rounded up to 4; scratch row length (see the kernels) */
     uint32_t nkt, nvt;     /* 64-wide tiles over K and V */
-    uint32_t flags;
-    vkla_dtype dtype;
-    float scale, eps;
     view vq, vk, vv, vo;
-    vkla_seqs seqs;        /* sequences in 64-token tiles */
     uint64_t off_seq, off_chunk, off_st, off_z, st_elems, z_elems, scratch_bytes;
 } plan;
 
 /* Rows of a [B,T,H,X] tensor can be read as 4-element vectors: X, the strides and the start
  * (in elements of the buffer) are multiples of 4. */
-static bool vec4_rows(const vkla_tensor *t)
+bool vkla__lion_vec4_rows(const vkla_tensor *t)
 {
     uint64_t st[VKLA_MAX_DIMS];
     vkla__tensor_strides(t, st);
@@ -58,66 +42,72 @@ static bool vec4_rows(const vkla_tensor *t)
     return t->shape[3] % 4 == 0 && st[0] % 4 == 0 && st[1] % 4 == 0 && st[2] % 4 == 0 &&
            (t->buffer->base + t->offset) % (4 * es) == 0;
 }
+#define vec4_rows vkla__lion_vec4_rows
 
-static vkla_result make_plan(vkla_context *ctx, const vkla_lion_args *a, plan *p)
+vkla_result vkla__lion_check(vkla_context *ctx, const char *op, const vkla_lion_args *a,
+                             bool need_o, vkla_lion_dims *p)
 {
     memset(p, 0, sizeof(*p));
     if (!ctx)
         return VKLA_ERROR_NULL_POINTER;
     if (!a)
-        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": args is NULL");
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, "%s: args is NULL", op);
     p->form = a->form == VKLA_FORM_DEFAULT ? VKLA_FORM_CHUNK : a->form;
     if (p->form != VKLA_FORM_CHUNK && p->form != VKLA_FORM_ATTN && p->form != VKLA_FORM_RNN)
         return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
-                          OP ": form %d is not chunk, attn or rnn", (int)a->form);
+                          "%s: form %d is not chunk, attn or rnn", op, (int)a->form);
     const vkla_tensor *q = &a->q;
     if (!q->buffer)
-        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": tensor q is missing (buffer NULL)");
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, "%s: tensor q is missing (buffer NULL)",
+                          op);
     if (q->ndim != 4)
-        return vkla__fail(ctx, VKLA_ERROR_SHAPE_MISMATCH, OP ": q must be [B,T,H,K] (got %u dims)",
-                          q->ndim);
-    vkla_result r = vkla__check_tensor(ctx, OP, "q", q, 4, q->shape, FLOAT_DTYPES);
+        return vkla__fail(ctx, VKLA_ERROR_SHAPE_MISMATCH, "%s: q must be [B,T,H,K] (got %u dims)",
+                          op, q->ndim);
+    vkla_result r = vkla__check_tensor(ctx, op, "q", q, 4, q->shape, FLOAT_DTYPES);
     if (r != VKLA_SUCCESS)
         return r;
     if (!a->v.buffer)
-        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, OP ": tensor v is missing (buffer NULL)");
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER, "%s: tensor v is missing (buffer NULL)",
+                          op);
     if (a->v.ndim != 4)
-        return vkla__fail(ctx, VKLA_ERROR_SHAPE_MISMATCH, OP ": v must be [B,T,H,V] (got %u dims)",
-                          a->v.ndim);
+        return vkla__fail(ctx, VKLA_ERROR_SHAPE_MISMATCH, "%s: v must be [B,T,H,V] (got %u dims)",
+                          op, a->v.ndim);
     if (q->shape[0] > UINT32_MAX || q->shape[1] > UINT32_MAX || q->shape[2] > 65535)
-        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED, OP ": B, T or H too large");
+        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED, "%s: B, T or H too large", op);
     p->B = (uint32_t)q->shape[0];
     p->T = (uint32_t)q->shape[1];
     p->H = (uint32_t)q->shape[2];
     uint64_t K = q->shape[3], V = a->v.shape[3];
     if (K > MAX_DIM || V > MAX_DIM)
         return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
-                          OP ": K = %llu, V = %llu; the maximum is %u", (unsigned long long)K,
+                          "%s: K = %llu, V = %llu; the maximum is %u", op, (unsigned long long)K,
                           (unsigned long long)V, MAX_DIM);
     p->K = (uint32_t)K;
     p->V = (uint32_t)V;
     p->dtype = q->dtype;
     uint64_t sk[4] = {p->B, p->T, p->H, K}, sv[4] = {p->B, p->T, p->H, V};
-    if ((r = vkla__check_tensor(ctx, OP, "k", &a->k, 4, sk, FLOAT_DTYPES)) != VKLA_SUCCESS)
+    if ((r = vkla__check_tensor(ctx, op, "k", &a->k, 4, sk, FLOAT_DTYPES)) != VKLA_SUCCESS)
         return r;
-    if ((r = vkla__check_tensor(ctx, OP, "v", &a->v, 4, sv, FLOAT_DTYPES)) != VKLA_SUCCESS)
+    if ((r = vkla__check_tensor(ctx, op, "v", &a->v, 4, sv, FLOAT_DTYPES)) != VKLA_SUCCESS)
         return r;
-    if ((r = vkla__check_tensor(ctx, OP, "o", &a->o, 4, sv, FLOAT_DTYPES)) != VKLA_SUCCESS)
+    if (need_o &&
+        (r = vkla__check_tensor(ctx, op, "o", &a->o, 4, sv, FLOAT_DTYPES)) != VKLA_SUCCESS)
         return r;
-    if (a->k.dtype != q->dtype || a->v.dtype != q->dtype || a->o.dtype != q->dtype)
+    vkla_dtype odt = need_o ? a->o.dtype : q->dtype;
+    if (a->k.dtype != q->dtype || a->v.dtype != q->dtype || odt != q->dtype)
         return vkla__fail(ctx, VKLA_ERROR_DTYPE_MISMATCH,
-                          OP ": q, k, v and o must share one dtype (q %s, k %s, v %s, o %s)",
+                          "%s: q, k, v and o must share one dtype (q %s, k %s, v %s, o %s)", op,
                           vkla_dtype_name(q->dtype), vkla_dtype_name(a->k.dtype),
-                          vkla_dtype_name(a->v.dtype), vkla_dtype_name(a->o.dtype));
+                          vkla_dtype_name(a->v.dtype), vkla_dtype_name(odt));
     if (p->dtype != VKLA_DTYPE_F32 && !ctx->caps.storage16)
         return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
-                          OP ": %s tensors need storageBuffer16BitAccess, which this device/context "
-                          "lacks", vkla_dtype_name(p->dtype));
+                          "%s: %s tensors need storageBuffer16BitAccess, which this device/context "
+                          "lacks", op, vkla_dtype_name(p->dtype));
 
     p->C = a->chunk_size ? a->chunk_size : 64;
     if (p->C != 16 && p->C != 32 && p->C != 64)
-        return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": chunk_size %u is not 16, 32 or 64",
-                          a->chunk_size);
+        return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, "%s: chunk_size %u is not 16, 32 or 64",
+                          op, a->chunk_size);
     r = vkla__seqs_init(ctx, &p->seqs, p->B, p->T, a->cu_seqlens, a->num_seqs, TILE);
     if (r != VKLA_SUCCESS)
         goto fail;
@@ -126,9 +116,9 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_args *a, plan *p
         p->flags |= F_VARLEN;
 
     uint64_t sg[3] = {p->B, p->T, p->H}, sgam[1] = {p->H};
-    if ((r = vkla__check_f32_opt(ctx, OP, "g", &a->g, 3, sg,
+    if ((r = vkla__check_f32_opt(ctx, op, "g", &a->g, 3, sg,
                                  F_G, &p->flags)) != VKLA_SUCCESS ||
-        (r = vkla__check_f32_opt(ctx, OP, "g_gamma", &a->g_gamma, 1, sgam,
+        (r = vkla__check_f32_opt(ctx, op, "g_gamma", &a->g_gamma, 1, sgam,
                                  F_GAMMA, &p->flags)) != VKLA_SUCCESS)
         goto fail;
     if (a->normalize)
@@ -136,48 +126,62 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_args *a, plan *p
     p->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)p->K);
     p->eps = a->eps != 0.0f ? a->eps : 1e-6f;
     if (!isfinite(p->scale) || !isfinite(p->eps) || p->eps < 0) {
-        r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": scale and eps must be finite (eps >= 0)");
+        r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
+                       "%s: scale and eps must be finite (eps >= 0)", op);
         goto fail;
     }
-    p->Kp = (p->K + 3) & ~3u;
-    p->Va = (p->V + 3) & ~3u;
-    p->nkt = (p->K + TILE - 1) / TILE;
-    p->nvt = (p->V + TILE - 1) / TILE;
+    return VKLA_SUCCESS;
+fail:
+    vkla__seqs_free(&p->seqs);
+    return r;
+}
+
+static vkla_result make_plan(vkla_context *ctx, const vkla_lion_args *a, plan *p)
+{
+    memset(p, 0, sizeof(*p));
+    vkla_result r = vkla__lion_check(ctx, OP, a, true, &p->d);
+    if (r != VKLA_SUCCESS)
+        return r;
+    const vkla_lion_dims *d = &p->d;
+    p->Kp = (d->K + 3) & ~3u;
+    p->Va = (d->V + 3) & ~3u;
+    p->nkt = (d->K + TILE - 1) / TILE;
+    p->nvt = (d->V + TILE - 1) / TILE;
 
     /* scratch layout (offsets from a 16-byte aligned start inside the caller's scratch) */
     uint64_t al = vkla__align_up(ctx->caps.props.limits.minStorageBufferOffsetAlignment, 256);
     uint64_t off = 0;
-    if (p->flags & F_VARLEN) {
+    if (d->flags & F_VARLEN) {
         p->off_seq = off;
-        off = vkla__align_up(off + (uint64_t)p->N * 16, al);
+        off = vkla__align_up(off + (uint64_t)d->N * 16, al);
         p->off_chunk = off;
-        off = vkla__align_up(off + p->seqs.nchunks * 8 + 8, al);
+        off = vkla__align_up(off + d->seqs.nchunks * 8 + 8, al);
     }
     /* packed f32 copies of the rows the heavy kernels cannot read directly; the rnn form
      * writes o from its combine step, which takes any dtype and layout */
-    uint64_t rows = (uint64_t)p->B * p->T * p->H;
+    uint64_t rows = (uint64_t)d->B * d->T * d->H;
     view *views[4] = {&p->vq, &p->vk, &p->vv, &p->vo};
-    const vkla_tensor *ts[4] = {q, &a->k, &a->v, &a->o};
+    const vkla_tensor *ts[4] = {&a->q, &a->k, &a->v, &a->o};
     for (int i = 0; i < 4; i++) {
         views[i]->xp = i < 2 ? p->Kp : p->Va;
         views[i]->packed = !(ts[i]->dtype == VKLA_DTYPE_F32 && vec4_rows(ts[i]));
-        if (i == 3 && p->form == VKLA_FORM_RNN)
+        if (i == 3 && d->form == VKLA_FORM_RNN)
             views[i]->packed = false;
         if (views[i]->packed) {
             views[i]->off = off;
             off = vkla__align_up(off + rows * views[i]->xp * 4, al);
         }
     }
-    if (p->form == VKLA_FORM_CHUNK) {
+    if (d->form == VKLA_FORM_CHUNK) {
         /* the states entering each chunk, both directions: [H, slots, 2, Kp, Va] (+ z) with
          * 64 / C chunk slots per 64-token tile */
-        uint64_t slots = p->seqs.nchunks * (TILE / p->C);
+        uint64_t slots = d->seqs.nchunks * (TILE / d->C);
         p->xs = p->Va;
-        p->st_elems = (uint64_t)p->H * slots * 2 * p->Kp * p->Va;
-        p->z_elems = (p->flags & F_NORM) ? (uint64_t)p->H * slots * 2 * p->Kp : 0;
-    } else if (p->form == VKLA_FORM_RNN) {
+        p->st_elems = (uint64_t)d->H * slots * 2 * p->Kp * p->Va;
+        p->z_elems = (d->flags & F_NORM) ? (uint64_t)d->H * slots * 2 * p->Kp : 0;
+    } else if (d->form == VKLA_FORM_RNN) {
         /* partial outputs per token: [B, T, H, 2 * K tiles, xs], normalizer in column Va */
-        p->xs = p->Va + ((p->flags & F_NORM) ? 4 : 0);
+        p->xs = p->Va + ((d->flags & F_NORM) ? 4 : 0);
         p->st_elems = rows * 2 * p->nkt * p->xs;
     }
     if (p->st_elems) {
@@ -192,15 +196,12 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_args *a, plan *p
         off += 16; /* slack to align the start */
     p->scratch_bytes = off;
     return VKLA_SUCCESS;
-fail:
-    vkla__seqs_free(&p->seqs);
-    return r;
 }
 
 /* Register block of a lane (RB x RB): 16 on CPU implementations, where a memory access costs
  * an order of magnitude more than a multiply-add and large blocks amortize it; 8 elsewhere
  * (64 lanes per 64 x 64 tile). VKLA_LION_BLOCK=8|16 overrides. */
-static uint32_t lane_block(vkla_context *ctx)
+uint32_t vkla__lion_lane_block(vkla_context *ctx)
 {
     uint32_t rb = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 16 : 8;
     const char *e = vkla__getenv("VKLA_LION_BLOCK");
@@ -209,27 +210,25 @@ static uint32_t lane_block(vkla_context *ctx)
     return rb;
 }
 
-/* The push constants common to every dispatch of a call. */
-static void fill_push(const plan *p, vkla_launch *l)
+void vkla__lion_push(const vkla_lion_dims *d, uint32_t xs, vkla_launch *l)
 {
     memset(l->push, 0, sizeof(l->push));
-    l->push[W_T] = p->T;
-    memcpy(&l->push[W_SCALE], &p->scale, 4);
-    memcpy(&l->push[W_EPS], &p->eps, 4);
-    l->push[W_NTILES] = (uint32_t)p->seqs.nchunks;
-    l->push[W_K] = p->K;
-    l->push[W_V] = p->V;
-    l->push[W_H] = p->H;
-    l->push[W_CFG] = p->flags | (p->C << 8);
-    l->push[W_XS] = p->xs;
+    l->push[W_T] = d->T;
+    memcpy(&l->push[W_SCALE], &d->scale, 4);
+    memcpy(&l->push[W_EPS], &d->eps, 4);
+    l->push[W_NTILES] = (uint32_t)d->seqs.nchunks;
+    l->push[W_K] = d->K;
+    l->push[W_V] = d->V;
+    l->push[W_H] = d->H;
+    l->push[W_CFG] = d->flags | (d->C << 8);
+    l->push[W_XS] = xs;
     l->push_words = W_COUNT;
     for (int i = 0; i < B_COUNT; i++)
         l->base_word[i] = base_words[i];
     l->split_word = W_SPLIT;
 }
 
-/* Row strides of tensor slot i (0..3 = q, k, v, o) in the push constants. */
-static void set_strides(vkla_launch *l, int i, const uint64_t *st)
+void vkla__lion_set_strides(vkla_launch *l, int i, const uint64_t *st)
 {
     for (int d = 0; d < 3; d++)
         l->push[W_STRIDES + i * 3 + d] = (uint32_t)st[d];
@@ -240,9 +239,8 @@ static const char *dtype_suffix(vkla_dtype d)
     return d == VKLA_DTYPE_F16 ? "f16" : d == VKLA_DTYPE_BF16 ? "bf16" : "f32";
 }
 
-/* kernel: "attn" etc. (fp32 only) or with dtype != -1 "pack.f16" etc. */
-static vkla_result pipeline(vkla_context *ctx, const char *kernel, int dtype, uint32_t lanes,
-                            uint32_t rb, uint32_t vec, vkla_pipeline **out)
+vkla_result vkla__lion_pipeline(vkla_context *ctx, const char *kernel, int dtype, uint32_t lanes,
+                                uint32_t rb, uint32_t vec, uint32_t nbind, vkla_pipeline **out)
 {
     char name[64];
     if (dtype >= 0)
@@ -250,21 +248,49 @@ static vkla_result pipeline(vkla_context *ctx, const char *kernel, int dtype, ui
     else
         snprintf(name, sizeof(name), "lion/%s", kernel);
     uint32_t spec[4] = {lanes, rb, rb, vec};
-    return vkla__get_pipeline(ctx, name, spec, 4, B_COUNT, 0, out);
+    return vkla__get_pipeline(ctx, name, spec, 4, nbind, 0, out);
 }
 
-/* A packed [B,T,H,xp] f32 region of the scratch. */
-static vkla_bind packed_bind(const plan *p, vkla_buffer *scr, uint64_t base, const view *v,
-                             uint64_t *st)
+vkla_bind vkla__lion_packed_bind(const vkla_lion_dims *d, vkla_buffer *scr, uint64_t off,
+                                 uint32_t xp, uint64_t *st)
 {
-    uint64_t xp = v->xp;
-    vkla_bind b = vkla__bind_region(scr, base + v->off, 4, VKLA_ROWS_TOKENS,
-                                    (uint64_t)p->T * p->H * xp, xp, xp, 0);
-    b.st = (uint64_t)p->H * xp;
+    vkla_bind b = vkla__bind_region(scr, off, 4, VKLA_ROWS_TOKENS,
+                                    (uint64_t)d->T * d->H * xp, xp, xp, 0);
+    b.st = (uint64_t)d->H * xp;
     st[0] = b.sb;
     st[1] = b.st;
     st[2] = b.sh;
     return b;
+}
+
+vkla_result vkla__lion_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_dims *d,
+                              vkla_buffer *scr, uint64_t off_seq, uint64_t off_chunk)
+{
+    /* sequence table (start, length, first tile) and tile table (sequence, start) */
+    uint64_t nt = d->seqs.nchunks;
+    uint32_t *seqt = calloc((size_t)d->N * 4, sizeof(uint32_t));
+    uint32_t *cht = calloc((size_t)nt * 2 + 2, sizeof(uint32_t));
+    if (!seqt || !cht) {
+        free(seqt);
+        free(cht);
+        return vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
+    for (uint32_t i = 0; i < d->N; i++) {
+        seqt[4 * i + 0] = (uint32_t)d->seqs.cu[i];
+        seqt[4 * i + 1] = vkla__seq_len(&d->seqs, i);
+        seqt[4 * i + 2] = d->seqs.chunk_off[i];
+        for (uint32_t c = d->seqs.chunk_off[i]; c < d->seqs.chunk_off[i + 1]; c++) {
+            cht[2 * c + 0] = i;
+            cht[2 * c + 1] = (c - d->seqs.chunk_off[i]) * TILE;
+        }
+    }
+    vkla__update_buffer(ctx, cmd, scr, off_seq, seqt, (uint64_t)d->N * 16);
+    vkla__update_buffer(ctx, cmd, scr, off_chunk, cht, nt * 8 + 8);
+    free(seqt);
+    free(cht);
+    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+    return VKLA_SUCCESS;
 }
 
 static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_args *a,
@@ -304,33 +330,35 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         vkla__tensor_strides(ts[i], st_user[i]);
         memcpy(st_eff[i], st_user[i], sizeof(st_eff[i]));
         if (vs[i]->packed)
-            all[X_QP + i] = packed_bind(&p, scr, base, vs[i], st_eff[i]);
+            all[X_QP + i] = vkla__lion_packed_bind(&p.d, scr, base + vs[i]->off, vs[i]->xp,
+                                                   st_eff[i]);
     }
     all[B_G] = vkla__bind_tensor(&a->g, VKLA_ROWS_TOKENS);
     all[B_GAMMA] = vkla__bind_tensor(&a->g_gamma, VKLA_ROWS_NONE);
-    if (p.flags & F_VARLEN) {
+    if (p.d.flags & F_VARLEN) {
         all[B_SEQ] = vkla__bind_region(scr, base + p.off_seq, 16, VKLA_ROWS_WHOLE, 0, 0, 0,
-                                       (uint64_t)p.N * 16);
+                                       (uint64_t)p.d.N * 16);
         all[B_CHUNK] = vkla__bind_region(scr, base + p.off_chunk, 8, VKLA_ROWS_WHOLE, 0, 0, 0,
-                                         p.seqs.nchunks * 8 + 8);
+                                         p.d.seqs.nchunks * 8 + 8);
     }
-    uint64_t nt = p.seqs.nchunks;
-    if (p.form == VKLA_FORM_CHUNK) {
-        uint64_t per = (uint64_t)(TILE / p.C) * 2 * p.Kp * p.Va;  /* per 64-token tile */
+    uint64_t nt = p.d.seqs.nchunks;
+    if (p.d.form == VKLA_FORM_CHUNK) {
+        uint64_t per = (uint64_t)(TILE / p.d.C) * 2 * p.Kp * p.Va;  /* per 64-token tile */
         all[B_ST] = vkla__bind_region(scr, base + p.off_st, 4, VKLA_ROWS_CHUNKS, per, nt * per,
                                       per, 0);
         if (p.z_elems) {
-            uint64_t zper = (uint64_t)(TILE / p.C) * 2 * p.Kp;
+            uint64_t zper = (uint64_t)(TILE / p.d.C) * 2 * p.Kp;
             all[B_Z] = vkla__bind_region(scr, base + p.off_z, 4, VKLA_ROWS_CHUNKS, zper,
                                          nt * zper, zper, 0);
         }
-    } else if (p.form == VKLA_FORM_RNN) {
+    } else if (p.d.form == VKLA_FORM_RNN) {
         uint64_t X = 2ull * p.nkt * p.xs;
         all[B_ST] = vkla__bind_region(scr, base + p.off_st, 4, VKLA_ROWS_TOKENS,
-                                      (uint64_t)p.T * p.H * X, X, X, 0);
-        all[B_ST].st = (uint64_t)p.H * X;
+                                      (uint64_t)p.d.T * p.d.H * X, X, X, 0);
+        all[B_ST].st = (uint64_t)p.d.H * X;
     }
-    if ((r = vkla__plan_splits(ctx, &p.seqs, p.H, all, X_COUNT, &splits, &nsplit)) != VKLA_SUCCESS)
+    if ((r = vkla__plan_splits(ctx, &p.d.seqs, p.d.H, all, X_COUNT, &splits, &nsplit)) !=
+        VKLA_SUCCESS)
         goto done;
 
     /* order this call's scratch use after earlier vkla work on the same scratch */
@@ -341,34 +369,12 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
                       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                       VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                           VK_ACCESS_TRANSFER_WRITE_BIT);
-    if (p.flags & F_VARLEN) {
-        /* sequence table (start, length, first tile) and tile table (sequence, start) */
-        uint32_t *seqt = calloc((size_t)p.N * 4, sizeof(uint32_t));
-        uint32_t *cht = calloc((size_t)nt * 2 + 2, sizeof(uint32_t));
-        if (!seqt || !cht) {
-            free(seqt);
-            free(cht);
-            r = vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
-            goto done;
-        }
-        for (uint32_t i = 0; i < p.N; i++) {
-            seqt[4 * i + 0] = (uint32_t)a->cu_seqlens[i];
-            seqt[4 * i + 1] = vkla__seq_len(&p.seqs, i);
-            seqt[4 * i + 2] = p.seqs.chunk_off[i];
-            for (uint32_t c = p.seqs.chunk_off[i]; c < p.seqs.chunk_off[i + 1]; c++) {
-                cht[2 * c + 0] = i;
-                cht[2 * c + 1] = (c - p.seqs.chunk_off[i]) * TILE;
-            }
-        }
-        vkla__update_buffer(ctx, cmd, scr, base + p.off_seq, seqt, (uint64_t)p.N * 16);
-        vkla__update_buffer(ctx, cmd, scr, base + p.off_chunk, cht, nt * 8 + 8);
-        free(seqt);
-        free(cht);
-        vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
-    }
+    if ((p.d.flags & F_VARLEN) &&
+        (r = vkla__lion_tables(ctx, cmd, &p.d, scr, base + p.off_seq, base + p.off_chunk)) !=
+            VKLA_SUCCESS)
+        goto done;
 
-    const uint32_t rb = lane_block(ctx);
+    const uint32_t rb = vkla__lion_lane_block(ctx);
     const uint32_t tile_lanes = (TILE / rb) * (TILE / rb);
     vkla_launch l;
     vkla_bind binds[B_COUNT];
@@ -379,24 +385,24 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         if (!vs[i]->packed)
             continue;
         vkla_pipeline *pp;
-        if ((r = pipeline(ctx, "pack", (int)ts[i]->dtype, 64, rb, vec4_rows(ts[i]), &pp)) !=
-            VKLA_SUCCESS)
+        if ((r = vkla__lion_pipeline(ctx, "pack", (int)ts[i]->dtype, 64, rb, vec4_rows(ts[i]),
+                                     B_COUNT, &pp)) != VKLA_SUCCESS)
             goto done;
         memset(binds, 0, sizeof(binds));
         memcpy(binds, all, sizeof(binds));
         binds[B_Q] = all[B_Q + i];
         binds[B_ST] = all[X_QP + i];
         memset(&l, 0, sizeof(l));
-        fill_push(&p, &l);
-        set_strides(&l, 0, st_user[i]);
-        l.push[W_K] = i < 2 ? p.K : p.V;
+        vkla__lion_push(&p.d, p.xs, &l);
+        vkla__lion_set_strides(&l, 0, st_user[i]);
+        l.push[W_K] = i < 2 ? p.d.K : p.d.V;
         l.push[W_XS] = vs[i]->xp;
         l.nbind = B_COUNT;
         l.binds = binds;
         l.pipe = pp;
         l.grid_x = 1;
         l.grid_z = VKLA_GRID_CHUNKS;
-        if ((r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
+        if ((r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
         packed_any = true;
     }
@@ -406,82 +412,86 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
     /* the heavy kernels see f32 rows: the caller's or the packed ones */
     memcpy(binds, all, sizeof(binds));
     memset(&l, 0, sizeof(l));
-    fill_push(&p, &l);
+    vkla__lion_push(&p.d, p.xs, &l);
     for (int i = 0; i < 4; i++) {
         if (vs[i]->packed)
             binds[B_Q + i] = all[X_QP + i];
-        set_strides(&l, i, st_eff[i]);
+        vkla__lion_set_strides(&l, i, st_eff[i]);
     }
     l.nbind = B_COUNT;
     l.binds = binds;
     vkla_pipeline *p1 = NULL, *p2 = NULL;
-    if (p.form == VKLA_FORM_ATTN) {
-        if ((r = pipeline(ctx, "attn", -1, tile_lanes, rb, 1, &p1)) != VKLA_SUCCESS)
+    if (p.d.form == VKLA_FORM_ATTN) {
+        if ((r = vkla__lion_pipeline(ctx, "attn", -1, tile_lanes, rb, 1, B_COUNT, &p1)) !=
+            VKLA_SUCCESS)
             goto done;
         l.pipe = p1;
         l.grid_x = p.nvt;
         l.grid_z = VKLA_GRID_CHUNKS;
-        if ((r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
+        if ((r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
-    } else if (p.form == VKLA_FORM_RNN) {
-        if ((r = pipeline(ctx, "rnn_scan", -1, tile_lanes, rb, 1, &p1)) != VKLA_SUCCESS ||
-            (r = pipeline(ctx, "rnn_combine", (int)p.dtype, 64, rb, vec4_rows(&a->o), &p2)) !=
-                VKLA_SUCCESS)
+    } else if (p.d.form == VKLA_FORM_RNN) {
+        if ((r = vkla__lion_pipeline(ctx, "rnn_scan", -1, tile_lanes, rb, 1, B_COUNT, &p1)) !=
+                VKLA_SUCCESS ||
+            (r = vkla__lion_pipeline(ctx, "rnn_combine", (int)p.d.dtype, 64, rb,
+                                     vec4_rows(&a->o), B_COUNT, &p2)) != VKLA_SUCCESS)
             goto done;
         l.pipe = p1;
         l.grid_x = p.nkt * p.nvt * 2;
         l.grid_z = VKLA_GRID_SEQS;
-        if ((r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
+        if ((r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
         vkla__compute_barrier(ctx, cmd);
         /* the combine writes the caller's o in its own dtype and layout */
         binds[B_O] = all[B_O];
-        set_strides(&l, 3, st_user[3]);
+        vkla__lion_set_strides(&l, 3, st_user[3]);
         l.pipe = p2;
         l.grid_x = p.nvt;
         l.grid_z = VKLA_GRID_CHUNKS;
-        r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
+        r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l);
         goto done;
     } else {
         /* chunk form: the two state scans, then the outputs of all chunks */
-        if ((r = pipeline(ctx, "chunk_state", -1, tile_lanes, rb, 1, &p1)) != VKLA_SUCCESS ||
-            (r = pipeline(ctx, "chunk_output", -1, tile_lanes, rb, 1, &p2)) != VKLA_SUCCESS)
+        if ((r = vkla__lion_pipeline(ctx, "chunk_state", -1, tile_lanes, rb, 1, B_COUNT, &p1)) !=
+                VKLA_SUCCESS ||
+            (r = vkla__lion_pipeline(ctx, "chunk_output", -1, tile_lanes, rb, 1, B_COUNT,
+                                     &p2)) != VKLA_SUCCESS)
             goto done;
         l.pipe = p1;
         l.grid_x = p.nkt * p.nvt * 2;
         l.grid_z = VKLA_GRID_SEQS;
-        if ((r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
+        if ((r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
         vkla__compute_barrier(ctx, cmd);
         l.pipe = p2;
         l.grid_x = p.nvt;
         l.grid_z = VKLA_GRID_CHUNKS;
-        if ((r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
+        if ((r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
     }
     if (p.vo.packed) {
         /* o from its packed f32 copy */
         vkla_pipeline *pu;
-        if ((r = pipeline(ctx, "unpack", (int)p.dtype, 64, rb, vec4_rows(&a->o), &pu)) !=
-            VKLA_SUCCESS)
+        if ((r = vkla__lion_pipeline(ctx, "unpack", (int)p.d.dtype, 64, rb, vec4_rows(&a->o),
+                                     B_COUNT, &pu)) != VKLA_SUCCESS)
             goto done;
         vkla__compute_barrier(ctx, cmd);
         memcpy(binds, all, sizeof(binds));
         binds[B_ST] = all[X_OP];
         memset(&l, 0, sizeof(l));
-        fill_push(&p, &l);
-        set_strides(&l, 3, st_user[3]);
+        vkla__lion_push(&p.d, p.xs, &l);
+        vkla__lion_set_strides(&l, 3, st_user[3]);
         l.push[W_XS] = p.vo.xp;
         l.nbind = B_COUNT;
         l.binds = binds;
         l.pipe = pu;
         l.grid_x = 1;
         l.grid_z = VKLA_GRID_CHUNKS;
-        r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
+        r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l);
     }
 done:
     free(splits);
-    vkla__seqs_free(&p.seqs);
+    vkla__seqs_free(&p.d.seqs);
     return r;
 }
 
@@ -492,7 +502,7 @@ static vkla_result op_scratch(vkla_context *ctx, const void *args, uint64_t *byt
     if (r != VKLA_SUCCESS)
         return r;
     *bytes = p.scratch_bytes;
-    vkla__seqs_free(&p.seqs);
+    vkla__seqs_free(&p.d.seqs);
     return VKLA_SUCCESS;
 }
 

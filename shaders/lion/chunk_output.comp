@@ -7,6 +7,8 @@
 // Both differences subtract the later (more negative) cumulative sum, so every exponent is <= 0.
 // With normalize the ones column gives den_i = (q_i e^E_i).zF + (q_i e^X_i).zB + sum_j A_ij and
 // o_i = scale * O_i / (scale * den_i + eps).
+// With F_TRANS (backward pass) the mask is M^T: E and P swap roles and X becomes the
+// inclusive suffix R (see chunk_state.comp).
 // A workgroup covers a 64-token tile of a sequence, i.e. 64 / C chunks (C = 16, 32 or 64): the
 // score block is computed for the whole tile and masked to the diagonal C x C blocks.
 // Grid: x = V tiles of TW, y = heads, z = 64-token tiles.
@@ -48,17 +50,21 @@ void main()
     }
     barrier();
     if (lid == 0u) {
+        // with TRANS (M^T) the roles of the prefixes swap and the future factor is the
+        // inclusive suffix: log M^T_ij = P_i - P_j (i > j), E_j - E_i (i < j)
         for (uint u = 0u; u < TW; u += C) {
             float run = 0.0;
             for (uint j = u; j < u + C; j++) {
-                s_e4[j >> 2u][j & 3u] = run;
+                const float ex = run;
                 run += s_a[j];
-                s_p4[j >> 2u][j & 3u] = run;
+                s_e4[j >> 2u][j & 3u] = TRANS ? run : ex;
+                s_p4[j >> 2u][j & 3u] = TRANS ? ex : run;
             }
             run = 0.0;
             for (uint j = u + C; j > u; j--) {
-                s_x4[(j - 1u) >> 2u][(j - 1u) & 3u] = run;
+                const float ex = run;
                 run += s_a[j - 1u];
+                s_x4[(j - 1u) >> 2u][(j - 1u) & 3u] = TRANS ? run : ex;
             }
         }
     }

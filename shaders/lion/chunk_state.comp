@@ -12,6 +12,9 @@
 // chunk_output: [H, slots, 2, Kp, Va] (Va = pc.xs) and with normalize the same for z (the ones
 // column): [H, slots, 2, Kp]. Chunk m of a sequence whose first 64-token tile is ft has slot
 // ft * (64 / C) + m.
+// With F_TRANS (backward pass) the same scans run for the transposed mask M^T (log M^T_ij =
+// log M_ji): its paths leave out the source token and include the destination, so the token
+// weights are the exclusive suffix X_j (forward) and the exclusive prefix E_j (backward).
 // Grid: x = K tiles * V tiles * 2 directions, y = heads, z = sequences.
 // Lanes: (TW/RB) x (TW/CB); lane (ri, ci) owns state rows ri*RB.. and columns ci*CB.. of the tile.
 #extension GL_GOOGLE_include_directive : require
@@ -91,8 +94,13 @@ void main()
             float run = 0.0;
             for (uint j = 0u; j < L; j++) {
                 const uint jj = dir == 0u ? L - 1u - j : j;
-                run += s_a[jj];
-                s_w[jj] = exp(run);
+                if (TRANS) {
+                    s_w[jj] = exp(run);
+                    run += s_a[jj];
+                } else {
+                    run += s_a[jj];
+                    s_w[jj] = exp(run);
+                }
             }
             s_tot = one_minus_exp(run);
         }

@@ -1,0 +1,53 @@
+/* LION: what host/lion.c (forward) and host/lion_backward.c share: the kernels' interface
+ * (flags, binding slots, push constant words, as in shaders/lion/common.glsl), the argument
+ * checks of vkla_lion_args, and small helpers. Private to the two files. */
+#ifndef VKLA_LION_COMMON_H_
+#define VKLA_LION_COMMON_H_
+
+#include "internal.h"
+
+/* runtime flags (push constant word W_CFG, with the chunk size in bits 8-15) */
+enum { F_G = 1, F_GAMMA = 2, F_NORM = 4, F_VARLEN = 8, F_TRANS = 16, F_ONES = 32 };
+
+/* binding slots, in shader order */
+enum { B_Q, B_K, B_V, B_O, B_G, B_GAMMA, B_SEQ, B_CHUNK, B_ST, B_Z, B_COUNT };
+/* push constant words */
+enum { W_T = 0, W_SPLIT = 1, W_STRIDES = 8, W_SCALE = 24, W_EPS = 25, W_NTILES = 26, W_K = 27,
+       W_V = 28, W_H = 29, W_CFG = 30, W_XS = 31, W_COUNT = 32 };
+
+#define LION_MAX_DIM 256u
+#define LION_TILE 64u /* tile width over K and V, and the token tile of every dispatch */
+
+/* The validated shape and options of a vkla_lion_args. */
+typedef struct vkla_lion_dims {
+    vkla_form form;
+    uint32_t B, T, H, K, V, N;
+    uint32_t C;            /* chunk size of the chunk form (16, 32, 64) */
+    uint32_t flags;        /* F_G, F_GAMMA, F_NORM, F_VARLEN */
+    vkla_dtype dtype;
+    float scale, eps;
+    vkla_seqs seqs;        /* sequences in 64-token tiles (free with vkla__seqs_free) */
+} vkla_lion_dims;
+
+/* Checks the forward's inputs and options (and o when need_o); messages start with op. */
+vkla_result vkla__lion_check(vkla_context *ctx, const char *op, const vkla_lion_args *a,
+                             bool need_o, vkla_lion_dims *d);
+/* Rows of a [B,T,H,X] tensor can be read as 4-element vectors. */
+bool vkla__lion_vec4_rows(const vkla_tensor *t);
+/* Register block of a lane (8 or 16, see host/lion.c). */
+uint32_t vkla__lion_lane_block(vkla_context *ctx);
+/* Pipeline "lion/<kernel>" (fp32) or, with dtype >= 0, "lion/<kernel>.<dtype>". */
+vkla_result vkla__lion_pipeline(vkla_context *ctx, const char *kernel, int dtype, uint32_t lanes,
+                                uint32_t rb, uint32_t vec, uint32_t nbind, vkla_pipeline **out);
+/* The push constants common to every dispatch of a call (xs: word W_XS). */
+void vkla__lion_push(const vkla_lion_dims *d, uint32_t xs, vkla_launch *l);
+/* Records the upload of the varlen sequence and tile tables into the scratch. */
+vkla_result vkla__lion_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_dims *d,
+                              vkla_buffer *scr, uint64_t off_seq, uint64_t off_chunk);
+/* A packed [B,T,H,xp] f32 region of the scratch; its element strides go to st[0..2]. */
+vkla_bind vkla__lion_packed_bind(const vkla_lion_dims *d, vkla_buffer *scr, uint64_t off,
+                                 uint32_t xp, uint64_t *st);
+/* Row strides of tensor slot i (0..3 = q, k, v, o) in the push constants. */
+void vkla__lion_set_strides(vkla_launch *l, int i, const uint64_t *st);
+
+#endif

@@ -1,0 +1,70 @@
+#version 450
+// LION backward: the log-decay gradients from the per-token terms of bwd_gate.comp.
+// With w_u, r_u of token u (binding 8: pairs [B, T, H, 2]), the gradient of token t's log decay
+// is da_t = sum_(u >= t) w_u - r_u over its own sequence: a reverse cumulative sum, done here
+// 64 tokens at a time (a suffix scan in shared memory plus the carry of the later tokens).
+// pc.cfg bit 16: write da into dg (binding 3, [B, T, H] f32); bit 17: write the sequence's sum
+// of da into the partials (binding 9, [N, H]). bit 18 (final step): dg_gamma[h] (binding 3) =
+// the sum of the partials of the pc.xs sequences, in order (no float atomics).
+// Grid: x = 1, y = heads, z = sequences (final step: z = 1). Lanes: 64.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+const uint OUT_DG = 1u << 16u, OUT_PARTIAL = 1u << 17u, FINAL = 1u << 18u;
+
+shared float s_x[TW];
+shared float s_sum[TW];
+
+void main()
+{
+    const uint lid = gl_LocalInvocationID.x;
+    const uint h = pc.h_begin + gl_WorkGroupID.y;
+    if ((pc.cfg & FINAL) != 0u) {
+        if (lid == 0u) {
+            float acc = 0.0;
+            for (uint s = 0u; s < pc.xs; s++)
+                acc += z_buf[pc.z_base + s * pc.H + h];
+            o_buf[pc.o_base + h] = acc;
+        }
+        return;
+    }
+    const uint s = pc.s_begin + gl_WorkGroupID.z;
+    uint b, t0, len;
+    seq_info(s, b, t0, len);
+    float carry = 0.0, total = 0.0;
+    const uint nt = (len + TW - 1u) / TW;
+    for (uint m = nt; m > 0u; m--) {
+        const uint t = (m - 1u) * TW + lid;
+        const uint row = (b * pc.T + t0 + t) * pc.H + h;
+        vec2 wr = vec2(0.0);
+        if (t < len)
+            wr = vec2(st_buf[pc.st_base + 2u * row], st_buf[pc.st_base + 2u * row + 1u]);
+        s_x[lid] = wr.x;
+        // inclusive suffix sums over the 64 tokens
+        [[unroll]] for (uint off = 1u; off < TW; off *= 2u) {
+            barrier();
+            const float y = s_x[lid] + (lid + off < TW ? s_x[lid + off] : 0.0);
+            barrier();
+            s_x[lid] = y;
+        }
+        barrier();
+        const float da = carry + s_x[lid] - wr.y;
+        carry += s_x[0];
+        barrier();
+        if (t < len) {
+            total += da;
+            if ((pc.cfg & OUT_DG) != 0u)
+                o_buf[pc.o_base + row] = da;
+        }
+    }
+    if ((pc.cfg & OUT_PARTIAL) != 0u) {
+        s_sum[lid] = total;
+        barrier();
+        if (lid == 0u) {
+            float acc = 0.0;
+            for (uint i = 0u; i < TW; i++)
+                acc += s_sum[i];
+            z_buf[pc.z_base + s * pc.H + h] = acc;
+        }
+    }
+}
