@@ -281,6 +281,9 @@ vkla_result vkla__resolve_scratch(vkla_context *ctx, const char *op, uint64_t ne
 /* Strides 0 or packed (size-1 dimensions may carry any stride). */
 bool vkla__tensor_contiguous(const vkla_tensor *t);
 /* An optional f32 contiguous tensor of the given shape; sets flag in *flags when present. */
+/* Whether two views may share bytes (same VkBuffer); exact for disjoint spans and for the
+ * interleaved views of one fused [B,T,...] buffer, conservative otherwise. */
+bool vkla__views_overlap(const vkla_tensor *a, const vkla_tensor *b);
 vkla_result vkla__check_f32_opt(vkla_context *ctx, const char *op, const char *name,
                                 const vkla_tensor *t, uint32_t ndim, const uint64_t *shape,
                                 uint32_t flag, uint32_t *flags);

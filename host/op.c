@@ -135,3 +135,44 @@ vkla_result vkla__op_bench(const vkla_op_impl *op, vkla_context *ctx, const void
     bench_call c = {op, args};
     return vkla__bench(ctx, bench_record, &c, warmup, reps, times_us);
 }
+
+/* The bytes [lo, hi) of the VkBuffer that a view spans. */
+static void view_span(const vkla_tensor *t, uint64_t *lo, uint64_t *hi)
+{
+    uint64_t st[VKLA_MAX_DIMS], last = 0;
+    vkla__tensor_strides(t, st);
+    for (uint32_t i = 0; i < t->ndim; i++)
+        last += (t->shape[i] - 1) * st[i];
+    *lo = t->buffer->base + t->offset;
+    *hi = *lo + (last + 1) * vkla_dtype_size(t->dtype);
+}
+
+bool vkla__views_overlap(const vkla_tensor *a, const vkla_tensor *b)
+{
+    if (!a->buffer || !b->buffer || a->buffer->buffer != b->buffer->buffer)
+        return false;
+    uint64_t alo, ahi, blo, bhi;
+    view_span(a, &alo, &ahi);
+    view_span(b, &blo, &bhi);
+    if (ahi <= blo || bhi <= alo)
+        return false;
+    /* Views of one fused [B,T,...] buffer interleave: same element size and token stride P (the
+     * batch stride a multiple of it), each token's footprint within P. They are disjoint when
+     * their footprints are, modulo P. */
+    uint64_t es = vkla_dtype_size(a->dtype);
+    if (a->ndim != 4 || b->ndim != 4 || es != vkla_dtype_size(b->dtype))
+        return true;
+    uint64_t sa[VKLA_MAX_DIMS], sb[VKLA_MAX_DIMS];
+    vkla__tensor_strides(a, sa);
+    vkla__tensor_strides(b, sb);
+    uint64_t P = sa[1] * es;
+    if (sa[1] != sb[1] || P == 0 || (a->shape[0] > 1 && sa[0] % sa[1]) ||
+        (b->shape[0] > 1 && sb[0] % sb[1]))
+        return true;
+    uint64_t wa = ((a->shape[2] - 1) * sa[2] + a->shape[3]) * es;
+    uint64_t wb = ((b->shape[2] - 1) * sb[2] + b->shape[3]) * es;
+    if (wa > P || wb > P)
+        return true;
+    uint64_t d = (blo - alo % P + P) % P; /* b's start after a's, modulo P */
+    return d < wa || (P - d) % P < wb;
+}

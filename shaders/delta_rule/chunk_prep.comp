@@ -211,6 +211,9 @@ void main()
             barrier();
         }
     }
+    if (STORE_T) // for the backward pass
+        [[dont_unroll]] for (uint e = lid; e < C * C4; e += 64u)
+            tmat_buf[tmat_at(h, c) + e] = s_T[e];
 
     // [W U] = T [X_k X_v] with X_k = diag(b e^G / |k|) K and X_v = diag(b) V, in passes of XW
     // vec4 columns (K4 of them for W, then V4 for U). The key columns also give
@@ -264,5 +267,5 @@ void main()
     }
 
     for (uint j = lid; j < C; j += 64u)
-        work_buf[work_info(rec) + j] = vec4(fac(F_G, j), fac(F_IK, j), fac(F_IQ, j), 0.0);
+        work_buf[work_info(rec) + j] = vec4(fac(F_G, j), fac(F_IK, j), fac(F_IQ, j), fac(F_B, j));
 }

@@ -30,7 +30,8 @@ layout(push_constant) uniform Params {
     uint q_sb, q_st, q_sh;
     uint k_sb, k_st, k_sh;
     uint v_sb, v_st, v_sh;
-    uint o_sb, o_st, o_sh;
+    uint o_sb, o_st, o_sh;          // (backward kernels: dout's strides)
+    uint tm_base;                   // the T = (I + A)^-1 matrices (chunk_prep with STORE_T)
 } pc;
 
 #define HAS_G ((pc.flags & 1u) != 0u)
@@ -44,6 +45,7 @@ layout(push_constant) uniform Params {
 #define K4OK ((pc.flags & 64u) != 0u)
 #define V4OK ((pc.flags & 128u) != 0u)
 #define O4 ((pc.flags & 256u) != 0u)
+#define STORE_T ((pc.flags & 512u) != 0u) // chunk_prep also writes T to tmat_buf
 
 #if DTYPE == 0
 #define ELEM4 vec4
@@ -62,12 +64,20 @@ layout(push_constant) uniform Params {
 layout(std430, binding = 0) readonly buffer QB { ELEM q_buf[]; };
 layout(std430, binding = 1) readonly buffer KB { ELEM k_buf[]; };
 layout(std430, binding = 2) readonly buffer VB { ELEM v_buf[]; };
-layout(std430, binding = 3) writeonly buffer OB { ELEM o_buf[]; };
 layout(std430, binding = 0) readonly buffer QB4 { ELEM4 q4_buf[]; };  // vec4 views of the same
 layout(std430, binding = 1) readonly buffer KB4 { ELEM4 k4_buf[]; };
 layout(std430, binding = 2) readonly buffer VB4 { ELEM4 v4_buf[]; };
+#ifdef DR_BACKWARD
+// The backward kernels (bwd_*.comp) bind the same slots with these meanings: 3 dout (read),
+// 4 the per (value head, chunk) backward record (bwd_layout.glsl), 6 dht (read), 7 dh0 (write).
+layout(std430, binding = 3) readonly buffer OB { ELEM o_buf[]; };
+layout(std430, binding = 3) readonly buffer OB4 { ELEM4 o4_buf[]; };
+layout(std430, binding = 4) coherent buffer BWB { float bwd_buf[]; };
+#else
+layout(std430, binding = 3) writeonly buffer OB { ELEM o_buf[]; };
 layout(std430, binding = 3) writeonly buffer OB4 { ELEM4 o4_buf[]; };
 layout(std430, binding = 4) readonly buffer BB { float beta_buf[]; };
+#endif
 layout(std430, binding = 5) readonly buffer GB { float g_buf[]; };
 layout(std430, binding = 6) readonly buffer H0B { float h0_buf[]; };
 layout(std430, binding = 7) writeonly buffer HTB { float ht_buf[]; };
@@ -78,10 +88,12 @@ layout(std430, binding = 9) readonly buffer CHB { uvec2 chunktab[]; };
 //   W [C][K4]   = T diag(b e^G / |k|) K
 //   KD [C][K4]  = K * e^(G_last - G) / |k|  (the keys as they enter the chunk's state update)
 //   U [C][V4]   = T diag(b) V, replaced by V' = U - W S by the scan
-//   info [C]    = (G cumulative log gate, 1/|k|, 1/|q|, 0) per token
+//   info [C]    = (G cumulative log gate, 1/|k|, 1/|q|, beta) per token
 layout(std430, binding = 10) buffer WKB { vec4 work_buf[]; };
 // The state entering each chunk: [HV, chunks, K, V4] (vec4 units).
 layout(std430, binding = 11) buffer STB { vec4 state_buf[]; };
+// T = (I + A)^-1 per (value head, chunk): [HV, chunks, C, C/4] (vec4 units), row-major.
+layout(std430, binding = 12) buffer TMB { vec4 tmat_buf[]; };
 
 const uint K4 = (K + 3u) / 4u;
 const uint V4 = (V + 3u) / 4u;
@@ -94,7 +106,9 @@ const float L2_EPS = 1e-6;
 float load_q(uint b, uint t, uint hq, uint i) { return LOADE(q_buf[pc.q_base + b * pc.q_sb + t * pc.q_st + hq * pc.q_sh + i]); }
 float load_k(uint b, uint t, uint hq, uint i) { return LOADE(k_buf[pc.k_base + b * pc.k_sb + t * pc.k_st + hq * pc.k_sh + i]); }
 float load_v(uint b, uint t, uint h, uint j) { return LOADE(v_buf[pc.v_base + b * pc.v_sb + t * pc.v_st + h * pc.v_sh + j]); }
+#ifndef DR_BACKWARD
 void store_o(uint b, uint t, uint h, uint j, float x) { o_buf[pc.o_base + b * pc.o_sb + t * pc.o_st + h * pc.o_sh + j] = STOREE(x); }
+#endif
 // four consecutive elements from column i (a multiple of 4); zeros past the end of the row
 vec4 load_q4(uint b, uint t, uint hq, uint i)
 {
@@ -129,6 +143,9 @@ vec4 load_v4(uint b, uint t, uint h, uint j)
             x[m] = LOADE(v_buf[e + m]);
     return x;
 }
+#ifdef DR_BACKWARD
+float load_o(uint b, uint t, uint h, uint j) { return LOADE(o_buf[pc.o_base + b * pc.o_sb + t * pc.o_st + h * pc.o_sh + j]); }
+#else
 void store_o4(uint b, uint t, uint h, uint j, vec4 x)
 {
     const uint e = pc.o_base + b * pc.o_sb + t * pc.o_st + h * pc.o_sh + j;
@@ -141,6 +158,7 @@ void store_o4(uint b, uint t, uint h, uint j, vec4 x)
             o_buf[e + m] = STOREE(x[m]);
 }
 float load_beta(uint b, uint t, uint h) { return beta_buf[pc.beta_base + (b * pc.T + t) * pc.HV + h]; }
+#endif
 float load_g(uint b, uint t, uint h) { return HAS_G ? g_buf[pc.g_base + (b * pc.T + t) * pc.HV + h] : 0.0; }
 
 // The work record of value head h, chunk c (P0 = C in the chunk kernels), and its parts.
@@ -150,5 +168,6 @@ uint work_kd(uint rec) { return rec + P0 * K4; }
 uint work_u(uint rec) { return rec + 2u * P0 * K4; }
 uint work_info(uint rec) { return rec + P0 * (2u * K4 + V4); }
 uint state_at(uint h, uint c) { return pc.st_base + (h * pc.nchunks + c) * (K * V4); }
+uint tmat_at(uint h, uint c) { return pc.tm_base + (h * pc.nchunks + c) * (P0 * (P0 / 4u)); }
 
 #endif
