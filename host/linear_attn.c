@@ -1,6 +1,6 @@
 /* Causal linear attention (SPEC section 1): argument checks, scratch layout, and the recurrent
  * and chunk forms. Kernels: shaders/linear_attn/. */
-#include "internal.h"
+#include "linear_attn.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -9,34 +9,9 @@
 
 #define OP "linear_attn"
 
-enum {
-    F_G = 1, F_GAMMA = 2, F_GK = 4, F_NORM = 8, F_H0 = 16, F_HT = 32, F_VARLEN = 64,
-    F_Z0 = 128, F_ZT = 256
-};
-
-/* binding slots, in shader order */
-enum { B_Q, B_K, B_V, B_O, B_G, B_GAMMA, B_GK, B_H0, B_HT, B_Z0, B_ZT, B_SEQ, B_CHUNK,
-       B_STATE, B_DECAY, B_COUNT };
-/* push constant words */
-enum { W_T = 0, W_SPLIT = 1, W_STRIDES = 8, W_SCALE = 29, W_EPS = 30, W_NCHUNKS = 31,
-       W_COUNT = 32 };
 static const int base_words[B_COUNT] = {4, 5, 6, 7, 20, 21, 22, 23, 24, 25, 26, -1, -1, 27, 28};
 
-#define MAX_DIM 256u
-#define FLOAT_DTYPES ((1u << VKLA_DTYPE_F32) | (1u << VKLA_DTYPE_F16) | (1u << VKLA_DTYPE_BF16))
-#define F32_ONLY (1u << VKLA_DTYPE_F32)
-
-typedef struct plan {
-    vkla_form form;
-    uint32_t B, T, H, K, V, N, C, VP, KD;
-    uint32_t flags;
-    vkla_dtype dtype;
-    float scale, eps;
-    vkla_seqs seqs;
-    uint64_t off_seq, off_chunk, off_state, off_decay, scratch_bytes;
-} plan;
-
-static vkla_result make_plan(vkla_context *ctx, const vkla_linear_attn_args *a, plan *p)
+vkla_result vkla__la_make_plan(vkla_context *ctx, const vkla_linear_attn_args *a, vkla_la_plan *p)
 {
     memset(p, 0, sizeof(*p));
     if (!ctx)
@@ -171,7 +146,7 @@ fail:
     return r;
 }
 
-static void fill_push(const plan *p, const vkla_linear_attn_args *a, vkla_launch *l)
+void vkla__la_fill_push(const vkla_la_plan *p, const vkla_linear_attn_args *a, vkla_launch *l)
 {
     memset(l->push, 0, sizeof(l->push));
     l->push[W_T] = p->T;
@@ -191,16 +166,112 @@ static void fill_push(const plan *p, const vkla_linear_attn_args *a, vkla_launch
     l->split_word = W_SPLIT;
 }
 
-static const char *dtype_suffix(vkla_dtype d)
+const char *vkla__la_dtype_suffix(vkla_dtype d)
 {
     return d == VKLA_DTYPE_F16 ? "f16" : d == VKLA_DTYPE_BF16 ? "bf16" : "f32";
+}
+
+void vkla__la_binds(const vkla_la_plan *p, const vkla_linear_attn_args *a, vkla_buffer *scr,
+                    uint64_t soff, vkla_bind *binds)
+{
+    memset(binds, 0, sizeof(vkla_bind) * B_COUNT);
+    binds[B_Q] = vkla__bind_tensor(&a->q, VKLA_ROWS_TOKENS);
+    binds[B_K] = vkla__bind_tensor(&a->k, VKLA_ROWS_TOKENS);
+    binds[B_V] = vkla__bind_tensor(&a->v, VKLA_ROWS_TOKENS);
+    binds[B_O] = vkla__bind_tensor(&a->o, VKLA_ROWS_TOKENS);
+    binds[B_G] = vkla__bind_tensor(&a->g, VKLA_ROWS_TOKENS);
+    binds[B_GAMMA] = vkla__bind_tensor(&a->g_gamma, VKLA_ROWS_NONE);
+    binds[B_GK] = vkla__bind_tensor(&a->gk, VKLA_ROWS_TOKENS);
+    binds[B_H0] = vkla__bind_tensor(&a->h0, VKLA_ROWS_SEQS);
+    binds[B_HT] = vkla__bind_tensor(&a->ht, VKLA_ROWS_SEQS);
+    binds[B_Z0] = vkla__bind_tensor(&a->z0, VKLA_ROWS_SEQS);
+    binds[B_ZT] = vkla__bind_tensor(&a->zt, VKLA_ROWS_SEQS);
+    if (p->flags & F_VARLEN) {
+        binds[B_SEQ] = vkla__bind_region(scr, soff + p->off_seq, 16, VKLA_ROWS_WHOLE, 0, 0, 0,
+                                         (uint64_t)p->N * 16);
+        if (p->form == VKLA_FORM_CHUNK)
+            binds[B_CHUNK] = vkla__bind_region(scr, soff + p->off_chunk, 8, VKLA_ROWS_WHOLE, 0, 0,
+                                               0, p->seqs.nchunks * 8);
+    }
+    if (p->form == VKLA_FORM_CHUNK) {
+        uint64_t nc = p->seqs.nchunks;
+        binds[B_STATE] = vkla__bind_region(scr, soff + p->off_state, 4, VKLA_ROWS_CHUNKS,
+                                           (uint64_t)p->K * p->VP, nc * p->K * p->VP,
+                                           (uint64_t)p->K * p->VP, 0);
+        binds[B_DECAY] = vkla__bind_region(scr, soff + p->off_decay, 4, VKLA_ROWS_CHUNKS, p->KD,
+                                           nc * p->KD, p->KD, 0);
+    }
+}
+
+vkla_result vkla__la_upload_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_la_plan *p,
+                                   const int32_t *cu, vkla_buffer *scr, uint64_t soff)
+{
+    if (!(p->flags & F_VARLEN))
+        return VKLA_SUCCESS;
+    /* sequence table (start, length, first chunk) and chunk table (sequence, start) */
+    uint32_t *seqt = calloc((size_t)p->N * 4, sizeof(uint32_t));
+    uint32_t *cht = p->form == VKLA_FORM_CHUNK ? calloc((size_t)p->seqs.nchunks * 2 + 2, sizeof(uint32_t)) : NULL;
+    if (!seqt || (p->form == VKLA_FORM_CHUNK && !cht)) {
+        free(seqt);
+        free(cht);
+        return vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
+    for (uint32_t i = 0; i < p->N; i++) {
+        seqt[4 * i + 0] = (uint32_t)cu[i];
+        seqt[4 * i + 1] = vkla__seq_len(&p->seqs, i);
+        seqt[4 * i + 2] = p->seqs.chunk_off ? p->seqs.chunk_off[i] : 0;
+        if (cht)
+            for (uint32_t c = p->seqs.chunk_off[i]; c < p->seqs.chunk_off[i + 1]; c++) {
+                cht[2 * c + 0] = i;
+                cht[2 * c + 1] = (c - p->seqs.chunk_off[i]) * p->C;
+            }
+    }
+    vkla__update_buffer(ctx, cmd, scr, soff + p->off_seq, seqt, (uint64_t)p->N * 16);
+    if (cht && p->seqs.nchunks)
+        vkla__update_buffer(ctx, cmd, scr, soff + p->off_chunk, cht, p->seqs.nchunks * 8);
+    free(seqt);
+    free(cht);
+    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+    return VKLA_SUCCESS;
+}
+
+vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const vkla_la_plan *p,
+                                   const vkla_linear_attn_args *a, const vkla_bind *binds,
+                                   const vkla_split *splits, uint32_t nsplit)
+{
+    vkla_launch l;
+    memset(&l, 0, sizeof(l));
+    vkla__la_fill_push(p, a, &l);
+    l.nbind = B_COUNT;
+    l.binds = binds;
+    uint32_t spec1[8] = {128, p->K, p->V, p->H, p->flags, p->C, 1, 1};
+    uint32_t spec2[8] = {256, p->K, p->V, p->H, p->flags, p->C, 1, 1};
+    vkla_pipeline *p1, *p2;
+    char name[64];
+    vkla_result r;
+    snprintf(name, sizeof(name), "linear_attn/chunk_state.%s", vkla__la_dtype_suffix(p->dtype));
+    if ((r = vkla__get_pipeline(ctx, name, spec1, 8, B_COUNT, 0, &p1)) != VKLA_SUCCESS)
+        return r;
+    if ((r = vkla__get_pipeline(ctx, "linear_attn/chunk_scan.f32", spec2, 8, B_COUNT, 0, &p2)) != VKLA_SUCCESS)
+        return r;
+    l.pipe = p1;
+    l.grid_x = ((p->K + 63) / 64) * ((p->VP + 63) / 64);
+    l.grid_z = VKLA_GRID_CHUNKS;
+    if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
+        return r;
+    vkla__compute_barrier(ctx, cmd);
+    l.pipe = p2;
+    l.grid_x = (p->K * p->VP + 255) / 256;
+    l.grid_z = VKLA_GRID_SEQS;
+    return vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l);
 }
 
 static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_linear_attn_args *a,
                           bool run_mode)
 {
-    plan p;
-    vkla_result r = make_plan(ctx, a, &p);
+    vkla_la_plan p;
+    vkla_result r = vkla__la_make_plan(ctx, a, &p);
     if (r != VKLA_SUCCESS)
         return r;
     vkla_split *splits = NULL;
@@ -213,33 +284,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
         goto done;
 
     vkla_bind binds[B_COUNT];
-    memset(binds, 0, sizeof(binds));
-    binds[B_Q] = vkla__bind_tensor(&a->q, VKLA_ROWS_TOKENS);
-    binds[B_K] = vkla__bind_tensor(&a->k, VKLA_ROWS_TOKENS);
-    binds[B_V] = vkla__bind_tensor(&a->v, VKLA_ROWS_TOKENS);
-    binds[B_O] = vkla__bind_tensor(&a->o, VKLA_ROWS_TOKENS);
-    binds[B_G] = vkla__bind_tensor(&a->g, VKLA_ROWS_TOKENS);
-    binds[B_GAMMA] = vkla__bind_tensor(&a->g_gamma, VKLA_ROWS_NONE);
-    binds[B_GK] = vkla__bind_tensor(&a->gk, VKLA_ROWS_TOKENS);
-    binds[B_H0] = vkla__bind_tensor(&a->h0, VKLA_ROWS_SEQS);
-    binds[B_HT] = vkla__bind_tensor(&a->ht, VKLA_ROWS_SEQS);
-    binds[B_Z0] = vkla__bind_tensor(&a->z0, VKLA_ROWS_SEQS);
-    binds[B_ZT] = vkla__bind_tensor(&a->zt, VKLA_ROWS_SEQS);
-    if (p.flags & F_VARLEN) {
-        binds[B_SEQ] = vkla__bind_region(scr, soff + p.off_seq, 16, VKLA_ROWS_WHOLE, 0, 0, 0,
-                                         (uint64_t)p.N * 16);
-        if (p.form == VKLA_FORM_CHUNK)
-            binds[B_CHUNK] = vkla__bind_region(scr, soff + p.off_chunk, 8, VKLA_ROWS_WHOLE, 0, 0,
-                                               0, p.seqs.nchunks * 8);
-    }
-    if (p.form == VKLA_FORM_CHUNK) {
-        uint64_t nc = p.seqs.nchunks;
-        binds[B_STATE] = vkla__bind_region(scr, soff + p.off_state, 4, VKLA_ROWS_CHUNKS,
-                                           (uint64_t)p.K * p.VP, nc * p.K * p.VP,
-                                           (uint64_t)p.K * p.VP, 0);
-        binds[B_DECAY] = vkla__bind_region(scr, soff + p.off_decay, 4, VKLA_ROWS_CHUNKS, p.KD,
-                                           nc * p.KD, p.KD, 0);
-    }
+    vkla__la_binds(&p, a, scr, soff, binds);
     if ((r = vkla__plan_splits(ctx, &p.seqs, p.H, binds, B_COUNT, &splits, &nsplit)) != VKLA_SUCCESS)
         goto done;
 
@@ -251,38 +296,12 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
                       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                   VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                       VK_ACCESS_TRANSFER_WRITE_BIT);
-    if (p.flags & F_VARLEN) {
-        /* sequence table (start, length, first chunk) and chunk table (sequence, start) */
-        uint32_t *seqt = calloc((size_t)p.N * 4, sizeof(uint32_t));
-        uint32_t *cht = p.form == VKLA_FORM_CHUNK ? calloc((size_t)p.seqs.nchunks * 2 + 2, sizeof(uint32_t)) : NULL;
-        if (!seqt || (p.form == VKLA_FORM_CHUNK && !cht)) {
-            free(seqt);
-            free(cht);
-            r = vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
-            goto done;
-        }
-        for (uint32_t i = 0; i < p.N; i++) {
-            seqt[4 * i + 0] = (uint32_t)a->cu_seqlens[i];
-            seqt[4 * i + 1] = vkla__seq_len(&p.seqs, i);
-            seqt[4 * i + 2] = p.seqs.chunk_off ? p.seqs.chunk_off[i] : 0;
-            if (cht)
-                for (uint32_t c = p.seqs.chunk_off[i]; c < p.seqs.chunk_off[i + 1]; c++) {
-                    cht[2 * c + 0] = i;
-                    cht[2 * c + 1] = (c - p.seqs.chunk_off[i]) * p.C;
-                }
-        }
-        vkla__update_buffer(ctx, cmd, scr, soff + p.off_seq, seqt, (uint64_t)p.N * 16);
-        if (cht && p.seqs.nchunks)
-            vkla__update_buffer(ctx, cmd, scr, soff + p.off_chunk, cht, p.seqs.nchunks * 8);
-        free(seqt);
-        free(cht);
-        vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
-    }
+    if ((r = vkla__la_upload_tables(ctx, cmd, &p, a->cu_seqlens, scr, soff)) != VKLA_SUCCESS)
+        goto done;
 
     vkla_launch l;
     memset(&l, 0, sizeof(l));
-    fill_push(&p, a, &l);
+    vkla__la_fill_push(&p, a, &l);
     l.nbind = B_COUNT;
     l.binds = binds;
     char name[64];
@@ -295,7 +314,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
             vt = 1;
         uint32_t rows = (p.K + ks - 1) / ks;
         uint32_t spec[8] = {ks * vt, p.K, p.V, p.H, p.flags, ks, vt, rows};
-        snprintf(name, sizeof(name), "linear_attn/recurrent.%s%s", dtype_suffix(p.dtype),
+        snprintf(name, sizeof(name), "linear_attn/recurrent.%s%s", vkla__la_dtype_suffix(p.dtype),
                  ctx->var.subgroup ? ".sg" : "");
         if ((r = vkla__get_pipeline(ctx, name, spec, 8, B_COUNT, ctx->var.subgroup ? ks : 0,
                                     &l.pipe)) != VKLA_SUCCESS)
@@ -307,36 +326,16 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
     }
 
     /* chunk form: contributions, then the state pass, then the outputs */
-    uint32_t spec1[8] = {128, p.K, p.V, p.H, p.flags, p.C, 1, 1};
-    uint32_t spec2[8] = {256, p.K, p.V, p.H, p.flags, p.C, 1, 1};
+    if ((r = vkla__la_record_states(ctx, cmd, &p, a, binds, splits, nsplit)) != VKLA_SUCCESS)
+        goto done;
+    vkla__compute_barrier(ctx, cmd);
     uint32_t spec3[8] = {2 * p.C, p.K, p.V, p.H, p.flags, p.C, 1, 1};
-    vkla_pipeline *p1, *p2, *p3;
-    snprintf(name, sizeof(name), "linear_attn/chunk_state.%s", dtype_suffix(p.dtype));
-    if ((r = vkla__get_pipeline(ctx, name, spec1, 8, B_COUNT, 0, &p1)) != VKLA_SUCCESS)
+    snprintf(name, sizeof(name), "linear_attn/chunk_output.%s", vkla__la_dtype_suffix(p.dtype));
+    if ((r = vkla__get_pipeline(ctx, name, spec3, 8, B_COUNT, 0, &l.pipe)) != VKLA_SUCCESS)
         goto done;
-    if ((r = vkla__get_pipeline(ctx, "linear_attn/chunk_scan.f32", spec2, 8, B_COUNT, 0, &p2)) != VKLA_SUCCESS)
-        goto done;
-    snprintf(name, sizeof(name), "linear_attn/chunk_output.%s", dtype_suffix(p.dtype));
-    if ((r = vkla__get_pipeline(ctx, name, spec3, 8, B_COUNT, 0, &p3)) != VKLA_SUCCESS)
-        goto done;
-
-    l.pipe = p1;
-    l.grid_x = ((p.K + 63) / 64) * ((p.VP + 63) / 64);
-    l.grid_z = VKLA_GRID_CHUNKS;
-    if (r == VKLA_SUCCESS)
-        r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
-    vkla__compute_barrier(ctx, cmd);
-    l.pipe = p2;
-    l.grid_x = (p.K * p.VP + 255) / 256;
-    l.grid_z = VKLA_GRID_SEQS;
-    if (r == VKLA_SUCCESS)
-        r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
-    vkla__compute_barrier(ctx, cmd);
-    l.pipe = p3;
     l.grid_x = (p.V + 63) / 64;
     l.grid_z = VKLA_GRID_CHUNKS;
-    if (r == VKLA_SUCCESS)
-        r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
+    r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
 done:
     free(splits);
     vkla__seqs_free(&p.seqs);
@@ -345,8 +344,8 @@ done:
 
 static vkla_result op_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)
 {
-    plan p;
-    vkla_result r = make_plan(ctx, (const vkla_linear_attn_args *)args, &p);
+    vkla_la_plan p;
+    vkla_result r = vkla__la_make_plan(ctx, (const vkla_linear_attn_args *)args, &p);
     if (r != VKLA_SUCCESS)
         return r;
     *bytes = p.scratch_bytes;

@@ -22,6 +22,7 @@ typedef struct la_case {
     uint32_t N;
     uint64_t seed;
     double gmin; /* most negative log gate (default -1) */
+    double gconst; /* when nonzero: every g and gk entry takes this value (e.g. positive) */
 } la_case;
 
 typedef struct la_data {
@@ -60,6 +61,8 @@ static void make_data(const la_case *c, la_data *d)
     if (c->gates & G) {
         d->g = malloc(d->ng * 8);
         th_fill_uniform(&r, d->g, d->ng, gmin, 0.0);
+        for (size_t i = 0; c->gconst != 0 && i < d->ng; i++)
+            d->g[i] = c->gconst;
         th_round(d->g, d->ng, VKLA_DTYPE_F32);
     }
     if (c->gates & GAMMA) {
@@ -70,6 +73,8 @@ static void make_data(const la_case *c, la_data *d)
     if (c->gates & GK) {
         d->gk = malloc(d->nq * 8);
         th_fill_uniform(&r, d->gk, d->nq, gmin, 0.0);
+        for (size_t i = 0; c->gconst != 0 && i < d->nq; i++)
+            d->gk[i] = c->gconst;
         th_round(d->gk, d->nq, VKLA_DTYPE_F32);
     }
     if (c->h0) {
@@ -281,6 +286,26 @@ static void test_chunk_sizes(void **state)
         }
 }
 
+/* positive log decays (a growing state): the chunk form must match the recurrence, not clamp */
+static void test_positive_gates(void **state)
+{
+    (void)state;
+    const int gates[] = {G, GK, G | GK};
+    const uint32_t cs[] = {16, 64};
+    for (int f = 0; f < 2; f++)
+        for (int gi = 0; gi < 3; gi++)
+            for (int ci = 0; ci < 2; ci++) {
+                la_case c = {.B = 1, .T = 50, .H = 2, .K = 16, .V = 16, .gates = gates[gi],
+                             .h0 = 1, .ht = 1, .dt = VKLA_DTYPE_F32, .gconst = 0.05,
+                             .form = f ? VKLA_FORM_CHUNK : VKLA_FORM_RECURRENT, .chunk = cs[ci],
+                             .seed = 600 + gi};
+                char name[64];
+                snprintf(name, sizeof(name), "positive gates %s gates=%d C=%u",
+                         f ? "chunk" : "recurrent", gates[gi], cs[ci]);
+                run_case(name, &c);
+            }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -291,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_varlen),
         cmocka_unit_test(test_normalize),
         cmocka_unit_test(test_chunk_sizes),
+        cmocka_unit_test(test_positive_gates),
     };
     return cmocka_run_group_tests_name("linear_attn", tests, th_setup, th_teardown);
 }

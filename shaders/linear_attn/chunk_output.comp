@@ -2,7 +2,10 @@
 // Causal linear attention, chunk form, step 3 (parallel over all chunks): the output
 //   O = scale * ( (Q * e^G) S + ((Q K^T) . D) V ),  D_ij = e^(G_i - G_j) for j <= i,
 // with S the state entering the chunk (from step 2). With normalize the ones column gives the
-// denominator scale * q.z + eps. Every exponent that is used is <= 0: no overflow for any decay.
+// denominator scale * q.z + eps. Decay exponents are selected only where j <= i (masked
+// entries take exponent 0 and are zeroed afterwards), never clamped: with log decays <= 0 every
+// exponent used is <= 0, and positive log decays give the exact growth of the recurrence
+// (overflowing to inf only where the result itself is not representable).
 //
 // Workgroup of 2C threads = (C/4) x 8 for one (chunk, head, tile of 64 value columns). Thread
 // (ti, tj) owns a register block: rows 4ti..4ti+3, score columns CA*tj.. (CA = C/8) and value
@@ -58,6 +61,7 @@ void main()
         for (uint t = 1u; t < L; t++)
             s_gs[t] += s_gs[t - 1u];
 
+    const uvec4 rows = uvec4(4u * ti) + uvec4(0u, 1u, 2u, 3u);
     vec4 A[CA];       // A[x][a]: row 4ti+a, score column CA*tj+x
     vec4 O[8];        // O[x][a]: row 4ti+a, value column 8tj+x
     vec4 dn = vec4(0.0);
@@ -107,8 +111,14 @@ void main()
             }
             const vec4 s0 = sm[S4 + (xx * TC) / 4u + 2u * tj];
             const vec4 s1 = sm[S4 + (xx * TC) / 4u + 2u * tj + 1u];
-            [[unroll]] for (uint x = 0; x < CA; x++)
-                A[x] += HAS_GK ? qi * kj[x] * exp(min(gi - gj[x], vec4(0.0))) : qi * kj[x];
+            [[unroll]] for (uint x = 0; x < CA; x++) {
+                if (HAS_GK) {
+                    const bvec4 lower = lessThanEqual(uvec4(CA * tj + x), rows);
+                    A[x] += qi * kj[x] * exp(mix(vec4(0.0), gi - gj[x], lower));
+                } else {
+                    A[x] += qi * kj[x];
+                }
+            }
             [[unroll]] for (uint x = 0; x < 4u; x++) {
                 O[x] += qe * s0[x];
                 O[x + 4u] += qe * s1[x];
@@ -130,10 +140,10 @@ void main()
     [[unroll]] for (uint x = 0; x < CA; x++) {
         const uint j = CA * tj + x;
         vec4 v = A[x];
-        if (!HAS_GK)
-            v *= exp(min(gsi - s_gs[j], vec4(0.0)));
         const bvec4 keep = bvec4(j <= 4u * ti && j < L, j <= 4u * ti + 1u && j < L,
                                  j <= 4u * ti + 2u && j < L, j <= 4u * ti + 3u && j < L);
+        if (!HAS_GK)
+            v *= exp(mix(vec4(0.0), gsi - s_gs[j], keep));
         sm[(j * C) / 4u + ti] = mix(vec4(0.0), v, keep);
     }
 

@@ -74,20 +74,6 @@ float load_v(uint b, uint t, uint h, uint j)
 }
 void store_o(uint b, uint t, uint h, uint j, float x) { o_buf[pc.o_base + b * pc.o_sb + t * pc.o_st + h * pc.o_sh + j] = STOREE(x); }
 
-// Scalar log decay of token t (g + g_gamma), 0 without gates.
-float log_decay_scalar(uint b, uint t, uint h)
-{
-    float d = 0.0;
-    if (HAS_G)
-        d += g_buf[pc.g_base + (b * pc.T + t) * H + h];
-    if (HAS_GAMMA)
-        d += gamma_buf[pc.gamma_base + h];
-    return d;
-}
-// Per-channel part (gk) of the log decay.
-float log_decay_channel(uint b, uint t, uint h, uint i)
-{
-    return HAS_GK ? gk_buf[pc.gk_base + ((b * pc.T + t) * H + h) * K + i] : 0.0;
-}
+#include "decay.glsl"
 
 #endif
