@@ -13,6 +13,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
 
 import vkla  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def no_validation_messages():
+    """With VKLA_VALIDATION=1 (ctest sets it), any validation message fails the test."""
+    ctx = vkla.default_context()
+    seen = len(ctx.validation_messages)
+    yield
+    if not ctx.closed:
+        assert ctx.validation_messages[seen:] == []
+
+
 TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
 

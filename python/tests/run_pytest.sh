@@ -11,5 +11,5 @@ if [ -n "$missing" ]; then
     exit 77
 fi
 export PYTHONPATH="$src/python${PYTHONPATH:+:$PYTHONPATH}" VKLA_LIBRARY="$2" VKLA_LAYOUT_PROBE="$3"
-export PYTHONDONTWRITEBYTECODE=1
+export PYTHONDONTWRITEBYTECODE=1 VKLA_VALIDATION=1
 exec /usr/bin/python3 -m pytest -q -p no:cacheprovider "$src/python/tests"

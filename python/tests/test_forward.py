@@ -2,7 +2,6 @@
 form, gate group, option group and storage dtype."""
 import numpy as np
 import pytest
-import torch
 
 import vkla
 from conftest import (as_t, assert_close, make_inputs, ref_delta_rule, ref_linear_attn,

@@ -147,11 +147,11 @@ class Context:
         self._cache[size] = buf
         return buf
 
-    def execute(self, fn_name, args, bind, inputs, outputs, bench=None):
+    def execute(self, fn_name, args, inputs, outputs, bench=None):
         """Runs vkla_<fn_name>_run (or _bench with bench=(warmup, reps), returning the times in
         microseconds) on `args`. `inputs` and `outputs` are lists of (field path, HostTensor);
-        a field path names a vkla_tensor inside args ("q", "fwd.q"). `bind` is called with the
-        args before the run (it keeps whatever the args point to alive)."""
+        a field path names a vkla_tensor inside args ("q", "fwd.q"). The caller keeps alive
+        whatever else args points to (cu_seqlens)."""
         with self._lock:
             if self._handle is None:
                 raise ValueError("vkla: the context is closed")
@@ -170,8 +170,6 @@ class Context:
                 for i in range(_lib.MAX_DIMS):
                     view.shape[i] = t.shape[i] if i < len(t.shape) else 0
                     view.strides[i] = 0
-            if bind is not None:
-                bind(args)
             for (_, t), off in zip(inputs, offsets):
                 if t.nbytes:
                     _check(self._handle, _lib.lib.vkla_buffer_upload(self._handle, buf, off, t.ptr,

@@ -1,6 +1,5 @@
 """numpy front end: arrays in (any float dtype, any strides: they are copied to contiguous
 memory in the storage dtype), float32 arrays out."""
-import ctypes
 
 import numpy as np
 

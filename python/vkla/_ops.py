@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from . import _lib
-from ._core import HostTensor, default_context
+from ._core import default_context
 
 FORMS = {None: _lib.FORM_DEFAULT, "chunk": _lib.FORM_CHUNK, "recurrent": _lib.FORM_RECURRENT,
          "attn": _lib.FORM_ATTN, "rnn": _lib.FORM_RNN}
@@ -108,7 +108,7 @@ def forward(spec, fn, tensors, outputs, form=None, seqlens=None, ctx=None, bench
     inputs = [(n, t) for n, t in tensors.items() if t is not None]
     outs = [(n, t) for n, t in outputs.items() if t is not None]
     ctx = ctx or default_context()
-    return ctx.execute(spec.name, args, None, inputs, outs, bench)
+    return ctx.execute(spec.name, args, inputs, outs, bench)
 
 
 def backward(spec, fn, tensors, dout, dht, grads, form=None, seqlens=None, ctx=None, bench=None,
@@ -123,4 +123,4 @@ def backward(spec, fn, tensors, dout, dht, grads, form=None, seqlens=None, ctx=N
         inputs.append(("dht", dht))
     outs = [(n, t) for n, t in grads.items() if t is not None]
     ctx = ctx or default_context()
-    return ctx.execute(spec.name + "_backward", args, None, inputs, outs, bench)
+    return ctx.execute(spec.name + "_backward", args, inputs, outs, bench)

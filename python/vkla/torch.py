@@ -6,7 +6,6 @@ which is the storage dtype on the device) and o has it too. Gates, beta and stat
 in float32 (other float dtypes are cast, and their gradients cast back, by autograd). Tensors
 that are not contiguous are copied (`.contiguous()`) before the call. Final states are float32.
 """
-import numpy as np
 import torch
 
 from . import _lib
@@ -113,7 +112,7 @@ class _Op(torch.autograd.Function):
         wanted = ctx.needs_input_grad[_Op._NONTENSOR:]
         grads = {}
         for name, t, need in zip(names, tensors, wanted):
-            if need and t is not None:
+            if need and t is not None and name in spec.grads:
                 grads[name] = torch.empty_like(t)
         if not grads:
             return (None,) * (_Op._NONTENSOR + len(tensors))
