@@ -57,6 +57,11 @@ def target(ref, dtype):
 def assert_close(what, ref, out, dtype, tgt=None):
     tgt = target(ref, dtype) if tgt is None else tgt
     e = nmse(ref, out)
+    log = os.environ.get("VKLA_NMSE_LOG")  # a file to append "test|what|dtype|nmse|target" to
+    if log:
+        with open(log, "a") as f:
+            f.write("%s|%s|%s|%.3g|%.3g\n" % (os.environ.get("PYTEST_CURRENT_TEST", "").split(
+                " ")[0], what, dtype, e, tgt))
     assert e <= tgt, "%s: NMSE %.3g > target %.3g" % (what, e, tgt)
     return e
 

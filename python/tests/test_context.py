@@ -1,5 +1,8 @@
-"""Contexts: default and explicit, device info, the buffer cache, closing."""
+"""Contexts: default and explicit, device info, the buffer cache, closing; finding the
+library."""
 import gc
+import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -65,3 +68,32 @@ def test_set_default_context():
             vkla.set_default_context(old)
     with pytest.raises(TypeError):
         vkla.set_default_context("llvmpipe")
+
+
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
+
+
+def _python(code, **env):
+    full = {k: v for k, v in os.environ.items() if k not in ("VKLA_LIBRARY", "PYTHONPATH")}
+    full.update(env)
+    return subprocess.run(["/usr/bin/python3", "-c", code], env=full, cwd="/",
+                          capture_output=True, text=True)
+
+
+def test_library_search():
+    r = _python("import vkla", PYTHONPATH=os.path.join(ROOT, "python"),
+                VKLA_LIBRARY="/nonexistent/libvkla.so")
+    assert r.returncode != 0 and "cannot load libvkla.so" in r.stderr
+    assert "/nonexistent/libvkla.so" in r.stderr
+    # the line tools/python-env.sh prints is all it takes with the library in build/
+    if not os.path.exists(os.path.join(ROOT, "build", "libvkla.so")):
+        pytest.skip("no build/libvkla.so in the source tree")
+    line = subprocess.run([os.path.join(ROOT, "tools", "python-env.sh")], check=True,
+                          capture_output=True, text=True).stdout
+    r = subprocess.run(["sh", "-c", line.strip() + "; cd / && /usr/bin/python3 -c "
+                        "'import vkla; print(vkla.library_path)'"], capture_output=True,
+                       text=True, env={k: v for k, v in os.environ.items()
+                                       if k not in ("VKLA_LIBRARY", "PYTHONPATH")})
+    assert r.returncode == 0, r.stderr
+    assert os.path.samefile(r.stdout.strip(), os.path.join(ROOT, "build", "libvkla.so"))
