@@ -111,3 +111,11 @@ def test_error_carries_code_and_message():
     err = e.value
     assert err.code == -3 and err.code_name.startswith("VKLA_ERROR_SHAPE_MISMATCH")
     assert "g_gamma" in err.message and str(err).startswith("VKLA_ERROR_SHAPE_MISMATCH")
+
+
+def test_empty_sequence():
+    q, k, v = _qkv(T=0)
+    with pytest.raises(vkla.VklaError):
+        vt.chunk_linear_attn(q, k, v)
+    with pytest.raises(vkla.VklaError):
+        vkla.lion(q.numpy(), k.numpy(), v.numpy())

@@ -210,3 +210,27 @@ def test_non_contiguous_and_other_float_gates_are_copied():
     assert_close("o", ro, o, "f32")
     o.sum().backward()
     assert qkv.grad.shape == qkv.shape and g.grad.dtype == torch.float64
+
+
+def test_decode_steps_match_the_whole_sequence():
+    d = make_inputs(98, 1, 12, 2, 16, 16, gates=("beta", "g"), unit_keys=True)
+    t = {n: torch.as_tensor(x, dtype=torch.float32) for n, x in d.items()}
+    o, ht = vt.chunk_gated_delta_rule(t["q"], t["k"], t["v"], t["g"], t["beta"],
+                                      output_final_state=True)
+    state, steps = None, []
+    for i in range(12):
+        s = slice(i, i + 1)
+        oi, state = vt.fused_recurrent_gated_delta_rule(
+            t["q"][:, s], t["k"][:, s], t["v"][:, s], t["g"][:, s], t["beta"][:, s],
+            initial_state=state, output_final_state=True)
+        steps.append(oi)
+    assert_close("o", o.double(), torch.cat(steps, 1), "f32")
+    assert_close("ht", ht.double(), state, "f32")
+
+
+def test_double_backward_is_refused():
+    q, k, v = (torch.randn(1, 8, 2, 16, requires_grad=True) for _ in range(3))
+    o, _ = vt.chunk_linear_attn(q, k, v, normalize=False)
+    (dq,) = torch.autograd.grad(o.sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError):
+        dq.sum().backward()

@@ -105,6 +105,7 @@ class _Op(torch.autograd.Function):
         return result if len(result) > 1 else result[0]
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, do, dht=None, dzt=None):
         spec, fn, form, seqlens, opts, want_state, names = ctx.info
         tensors = ctx.saved_tensors
