@@ -42,6 +42,19 @@ def test_explicit_context_cache_and_close():
         vkla.linear_attn(q, k, v, ctx=ctx)
 
 
+def test_cache_limits(monkeypatch):
+    from vkla import _core
+    q, k, v = _small()
+    with vkla.Context() as ctx:
+        monkeypatch.setattr(_core, "_CACHE_ENTRIES", 2)
+        for t in (2, 3, 4):
+            vkla.lion(q[:, :t], k[:, :t], v[:, :t], ctx=ctx)
+        assert ctx.cached_buffers == 2
+        monkeypatch.setattr(_core, "_CACHE_BYTES", 1)
+        vkla.lion(q, k, v, ctx=ctx)  # larger than the limit: only the buffer in use stays
+        assert ctx.cached_buffers == 1
+
+
 def test_device_selection():
     name = vkla.default_context().device_name
     with vkla.Context(device=name.split()[0]) as ctx:

@@ -14,7 +14,8 @@ import threading
 from . import _lib
 
 _ALIGN = 256
-_CACHE_ENTRIES = 16
+_CACHE_ENTRIES = 16            # buffers a context keeps for reuse ...
+_CACHE_BYTES = 1 << 30         # ... and their total size (the buffer in use may exceed it)
 
 
 class VklaError(RuntimeError):
@@ -136,8 +137,9 @@ class Context:
     def _buffer(self, size):
         buf = self._cache.pop(size, None)
         if buf is None:
-            while len(self._cache) >= _CACHE_ENTRIES:
-                _, old = self._cache.popitem(last=False)
+            while self._cache and (len(self._cache) >= _CACHE_ENTRIES or
+                                   sum(self._cache) + size > _CACHE_BYTES):
+                _, old = self._cache.popitem(last=False)  # least recently used
                 _lib.lib.vkla_buffer_destroy(self._handle, old)
             out = ctypes.c_void_p()
             _check(self._handle, _lib.lib.vkla_buffer_create(self._handle, size,
