@@ -7,7 +7,9 @@ the same call with the library's vkla_<op>_run replaced by a no-op, i.e. what th
 adds per call (checks, ctypes args, output allocation, the host copies of inputs and outputs).
 On a shared CPU device call_us - gpu_us is noisy (it can even come out negative); binding_us
 is the stable figure.
-Usage: /usr/bin/python3 python/bench_overhead.py [--reps N]
+With --backward, the same for a training step: the forward and the backward call, against the
+sum of the two ops' GPU times.
+Usage: /usr/bin/python3 python/bench_overhead.py [--reps N] [--backward]
 """
 import argparse
 import statistics
@@ -33,12 +35,28 @@ def _median_call(fn, reps):
     return statistics.median(times)
 
 
+def _stubbed(names, fn):
+    """fn() with the library functions `names` replaced by no-ops that report success."""
+    real = {n: getattr(_lib.lib, n) for n in names}
+    for n in names:
+        setattr(_lib.lib, n, lambda *a: 0)
+    try:
+        return fn()
+    finally:
+        for n, f in real.items():
+            setattr(_lib.lib, n, f)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=50)
-    reps = ap.parse_args().reps
+    ap.add_argument("--backward", action="store_true",
+                    help="time forward + backward (a training step) instead of the forward")
+    opt = ap.parse_args()
+    reps, bwd = opt.reps, opt.backward
     ctx = vkla.default_context()
-    print("device: %s (%s)" % (ctx.device_name, ctx.variant))
+    print("device: %s (%s); %s" % (ctx.device_name, ctx.variant,
+                                   "forward + backward" if bwd else "forward"))
     print("%-24s %-6s %10s %10s %11s" % ("function", "case", "call_us", "gpu_us", "binding_us"))
     for label, B, T, H, K, V in CASES:
         gen = torch.Generator().manual_seed(0)
@@ -46,30 +64,32 @@ def main():
         v = torch.randn(B, T, H, V, generator=gen)
         g = -torch.rand(B, T, H, generator=gen)
         beta = torch.rand(B, T, H, generator=gen)
-        kn = torch.nn.functional.normalize(k, dim=-1)
+        k = torch.nn.functional.normalize(k, dim=-1)
+        do = torch.randn(B, T, H, V, generator=gen)
+        for t in (q, k, v, g, beta):
+            t.requires_grad_(bwd)
         rows = [
-            ("chunk_simple_gla", lambda: vt.chunk_simple_gla(q, k, v, g=g),
-             _ops.LINEAR_ATTN, dict(q=q, k=k, v=v, g=g), dict(o=v), {}),
-            ("chunk_gated_delta_rule", lambda: vt.chunk_gated_delta_rule(q, kn, v, g, beta),
-             _ops.DELTA_RULE, dict(q=q, k=kn, v=v, beta=beta, g=g), dict(o=v), {}),
-            ("lion", lambda: vt.lion(q, k, v, g=g), _ops.LION, dict(q=q, k=k, v=v, g=g),
-             dict(o=v), {}),
+            ("chunk_simple_gla", lambda: vt.chunk_simple_gla(q, k, v, g=g)[0],
+             _ops.LINEAR_ATTN, dict(q=q, k=k, v=v, g=g)),
+            ("chunk_gated_delta_rule", lambda: vt.chunk_gated_delta_rule(q, k, v, g, beta)[0],
+             _ops.DELTA_RULE, dict(q=q, k=k, v=v, beta=beta, g=g)),
+            ("lion", lambda: vt.lion(q, k, v, g=g), _ops.LION, dict(q=q, k=k, v=v, g=g)),
         ]
-        for name, call, spec, ins, outs, opts in rows:
-            with torch.no_grad():
+        for name, fwd, spec, ins in rows:
+            call = (lambda: fwd().backward(do)) if bwd else fwd
+            with torch.set_grad_enabled(bwd):
                 call_us = _median_call(call, reps)
-            outs = {n: _host(torch.empty_like(t)) for n, t in outs.items()}
-            gpu = _ops.forward(spec, name, {n: _host(t) for n, t in ins.items()}, outs,
-                               bench=(3, reps), **opts)
+                runs = ["vkla_%s_run" % spec.name] + (["vkla_%s_backward_run" % spec.name]
+                                                      if bwd else [])
+                binding_us = _stubbed(runs, lambda: _median_call(call, reps))
+            host = {n: _host(t.detach()) for n, t in ins.items()}
+            gpu = _ops.forward(spec, name, host, {"o": _host(torch.empty_like(v))},
+                               bench=(3, reps))
             gpu_us = statistics.median(gpu)
-            run = "vkla_%s_run" % spec.name
-            real = getattr(_lib.lib, run)
-            setattr(_lib.lib, run, lambda *a: 0)
-            try:
-                with torch.no_grad():
-                    binding_us = _median_call(call, reps)
-            finally:
-                setattr(_lib.lib, run, real)
+            if bwd:
+                grads = {spec.grads[n]: _host(torch.empty_like(t)) for n, t in ins.items()}
+                gpu = _ops.backward(spec, name, host, _host(do), None, grads, bench=(3, reps))
+                gpu_us += statistics.median(gpu)
             print("%-24s %-6s %10.1f %10.1f %11.1f" % (name, label, call_us, gpu_us, binding_us))
 
 
