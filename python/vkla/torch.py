@@ -224,6 +224,8 @@ def fused_recurrent_linear_attn(q, k, v, scale=None, initial_state=None,
 def _delta(fn, form, q, k, v, g, beta, scale, initial_state, output_final_state, l2norm,
            cu_seqlens, kwargs):
     _refuse(fn, kwargs)
+    if "gated" in fn:  # the gated functions require g
+        _need(fn, "g", g)
     return _causal(_ops.DELTA_RULE, fn, form, q, k, v, dict(beta=_need(fn, "beta", beta), g=g),
                    initial_state, output_final_state, cu_seqlens,
                    dict(scale=scale, l2norm=bool(l2norm)))
@@ -248,8 +250,7 @@ def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None,
                            output_final_state=False, use_qk_l2norm_in_kernel=False,
                            cu_seqlens=None, **kwargs):
     """Gated DeltaNet. g: [B,T,HV] natural-log decay; beta: [B,T,HV]."""
-    return _delta("chunk_gated_delta_rule", "chunk", q, k, v,
-                  _need("chunk_gated_delta_rule", "g", g), beta, scale, initial_state,
+    return _delta("chunk_gated_delta_rule", "chunk", q, k, v, g, beta, scale, initial_state,
                   output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, kwargs)
 
 
@@ -257,9 +258,8 @@ def fused_recurrent_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state
                                      output_final_state=False, use_qk_l2norm_in_kernel=False,
                                      cu_seqlens=None, **kwargs):
     """chunk_gated_delta_rule computed by the recurrent form."""
-    return _delta("fused_recurrent_gated_delta_rule", "recurrent", q, k, v,
-                  _need("fused_recurrent_gated_delta_rule", "g", g), beta, scale, initial_state,
-                  output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, kwargs)
+    return _delta("fused_recurrent_gated_delta_rule", "recurrent", q, k, v, g, beta, scale,
+                  initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, kwargs)
 
 
 def lion(q, k, v, g=None, g_gamma=None, scale=None, normalize=False, eps=1e-6, form="chunk",
