@@ -24,7 +24,9 @@ enum { O_DQ = 1, O_DK = 2, O_DV = 4, O_DB = 8, O_VARLEN = 16, O_DG = 32 };
 typedef struct bplan {
     vkla_dr_plan fp;       /* the forward chunk form's plan (its scratch comes first) */
     uint64_t rec;          /* vec4s per backward record */
-    uint64_t off_bwd, scratch_bytes;
+    uint64_t off_bwd, off_carry, scratch_bytes;
+    uint32_t groups;       /* workgroups per chunk of the per-chunk kernels (grid x) */
+    uint32_t nper, passes; /* bwd_scan: chunks per sequence and pass, passes */
     uint32_t out;          /* O_* */
 } bplan;
 
@@ -32,7 +34,7 @@ typedef struct bplan {
 static uint64_t record_vec4s(const vkla_dr_plan *p)
 {
     uint64_t C = p->C;
-    return C * (5 * (uint64_t)p->K4 + 3 * (uint64_t)p->V4 + 1 + C) + (uint64_t)p->K * p->V4;
+    return C * (5 * (uint64_t)p->K4 + 3 * (uint64_t)p->V4 + 1 + C) + (uint64_t)p->K * p->V4 + 16;
 }
 
 typedef struct named {
@@ -102,8 +104,31 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_delta_rule_backward_a
     uint64_t al = vkla__align_up(ctx->caps.props.limits.minStorageBufferOffsetAlignment, 256);
     bp->rec = record_vec4s(p);
     bp->off_bwd = p->scratch_bytes;
-    bp->scratch_bytes =
+    bp->off_carry =
         vkla__align_up(bp->off_bwd + (uint64_t)p->HV * p->seqs.nchunks * bp->rec * 16, al);
+    bp->scratch_bytes =
+        vkla__align_up(bp->off_carry + (uint64_t)p->N * p->HV * p->K * p->V * 4, al);
+    /* CPU drivers may end a shader invocation after 65535 loop iterations (all loops
+     * together): the per-chunk kernels spread a chunk over up to 64 workgroups (a few
+     * hundred iterations each), and bwd_scan walks a sequence in passes of nper chunks. */
+    uint64_t most = (uint64_t)p->C * (p->K > p->V ? p->K : p->V);
+    if ((uint64_t)p->K * p->V > most)
+        most = (uint64_t)p->K * p->V;
+    bp->groups = (uint32_t)((most + 255) / 256);
+    bp->groups = bp->groups > 64 ? 64 : bp->groups < 1 ? 1 : bp->groups;
+    uint32_t per_chunk = 2 * p->K4 * (p->C / 4) + p->K4 + p->C / 4;
+    bp->nper = 12000 / per_chunk ? 12000 / per_chunk : 1;
+    uint32_t maxn = 0;
+    for (uint32_t i = 0; i < p->N; i++)
+        if (p->seqs.chunk_off[i + 1] - p->seqs.chunk_off[i] > maxn)
+            maxn = p->seqs.chunk_off[i + 1] - p->seqs.chunk_off[i];
+    bp->passes = (maxn + bp->nper - 1) / bp->nper;
+    if (bp->passes == 0)
+        bp->passes = 1; /* empty sequences still pass dht on to dh0 */
+    if (bp->passes > 65535) {
+        r = vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED, OP ": a sequence has too many chunks");
+        goto fail;
+    }
     return VKLA_SUCCESS;
 fail:
     vkla__seqs_free(&p->seqs);
@@ -111,10 +136,11 @@ fail:
 }
 
 static vkla_result pipeline(vkla_context *ctx, const vkla_dr_plan *p, const char *kernel,
-                            uint32_t threads, uint32_t p1, uint32_t nbind, vkla_pipeline **out)
+                            uint32_t threads, uint32_t p1, uint32_t p2, uint32_t nbind,
+                            vkla_pipeline **out)
 {
     char name[64];
-    uint32_t spec[7] = {threads, p->K, p->V, p->C, p1, 1, 1};
+    uint32_t spec[7] = {threads, p->K, p->V, p->C, p1, p2, 1};
     snprintf(name, sizeof(name), "delta_rule/%s.%s", kernel, vkla__dr_dtype_suffix(p->dtype));
     return vkla__get_pipeline(ctx, name, spec, nbind == B_COUNT ? 7 : 4, nbind, 0, out);
 }
@@ -142,7 +168,7 @@ static vkla_result store_launch(vkla_context *ctx, const bplan *bp,
                                       g * nc * bp->rec, (g - 1) * nc * bp->rec + bp->rec, 0);
     sbinds[S_SEQ] = fb[B_SEQ];
     sbinds[S_CHUNK] = fb[B_CHUNK];
-    vkla_result r = pipeline(ctx, p, "bwd_store", 64, 1, S_COUNT, &l->pipe);
+    vkla_result r = pipeline(ctx, p, "bwd_store", 64, 1, 1, S_COUNT, &l->pipe);
     if (r != VKLA_SUCCESS)
         return r;
     memset(l->push, 0, sizeof(l->push));
@@ -166,7 +192,7 @@ static vkla_result store_launch(vkla_context *ctx, const bplan *bp,
     l->split_word = W_SPLIT;
     l->nbind = S_COUNT;
     l->binds = sbinds;
-    l->grid_x = 1;
+    l->grid_x = bp->groups;
     l->grid_z = VKLA_GRID_CHUNKS;
     return VKLA_SUCCESS;
 }
@@ -205,13 +231,16 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     if ((r = vkla__dr_prep_scan(ctx, cmd, p, splits, nsplit, &l)) != VKLA_SUCCESS)
         goto done;
 
-    /* steps 3 to 5: the same bindings, with dout, the backward records, dht and dh0 in the
-     * slots of o, beta, h0 and ht (shaders/delta_rule/common.glsl) */
+    /* steps 3 to 5: the same bindings, with dout, the backward records, the carried state
+     * gradient, dht and dh0 in the slots of o, beta, g, h0 and ht (shaders/delta_rule/
+     * common.glsl) */
     memcpy(bb, fb, sizeof(bb));
-    uint64_t nc = p->seqs.nchunks;
+    uint64_t nc = p->seqs.nchunks, kv = (uint64_t)p->K * p->V;
     bb[B_O] = vkla__bind_tensor(&a->dout, VKLA_ROWS_TOKENS);
     bb[B_BETA] = vkla__bind_region(scr, soff + bp.off_bwd, 16, VKLA_ROWS_CHUNKS, bp.rec,
                                    nc * bp.rec, bp.rec, 0);
+    bb[B_G] = vkla__bind_region(scr, soff + bp.off_carry, 4, VKLA_ROWS_SEQS, p->HV * kv, kv,
+                                kv, 0);
     bb[B_H0] = vkla__bind_tensor(&a->dht, VKLA_ROWS_SEQS);
     bb[B_HT] = vkla__bind_tensor(&a->dh0, VKLA_ROWS_SEQS);
     if ((r = vkla__plan_splits(ctx, &p->seqs, p->HV, bb, B_COUNT, &bsplits, &nbsplit)) != VKLA_SUCCESS)
@@ -220,26 +249,30 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     vkla__tensor_strides(&a->dout, st);
     for (int d = 0; d < 3; d++)
         l.push[W_STRIDES + 9 + d] = (uint32_t)st[d];
-    l.push[W_FLAGS] = (p->flags & ~(uint32_t)(F_H0 | F_HT | F_STORE_T)) |
-                      (a->dht.buffer ? F_H0 : 0) | (a->dh0.buffer ? F_HT : 0);
+    uint32_t flags = (p->flags & ~(uint32_t)(F_H0 | F_HT | F_STORE_T)) |
+                     (a->dht.buffer ? F_H0 : 0) | (a->dh0.buffer ? F_HT : 0);
     l.binds = bb;
     uint32_t vt = p->K > 128 ? 16 : 32; /* bwd_scan: value columns per workgroup */
+    /* kernel, its steps (dispatches, each with its number in the flags' high bits), grid */
     struct {
         const char *kernel;
-        uint32_t threads, grid_x;
+        uint32_t steps, threads, grid_x;
         vkla_grid_z z;
-    } steps[3] = {{"bwd_local", 64, 1, VKLA_GRID_CHUNKS},
-                  {"bwd_scan", vt, (p->V + vt - 1) / vt, VKLA_GRID_SEQS},
-                  {"bwd_grad", 64, 1, VKLA_GRID_CHUNKS}};
+    } kernels[3] = {{"bwd_local", 2, 64, bp.groups, VKLA_GRID_CHUNKS},
+                    {"bwd_scan", bp.passes, vt, (p->V + vt - 1) / vt, VKLA_GRID_SEQS},
+                    {"bwd_grad", 4, 64, bp.groups, VKLA_GRID_CHUNKS}};
     for (int i = 0; i < 3; i++) {
-        vkla__compute_barrier(ctx, cmd);
-        if ((r = pipeline(ctx, p, steps[i].kernel, steps[i].threads, steps[i].threads, B_COUNT,
-                          &l.pipe)) != VKLA_SUCCESS)
+        if ((r = pipeline(ctx, p, kernels[i].kernel, kernels[i].threads, kernels[i].threads,
+                          bp.nper, B_COUNT, &l.pipe)) != VKLA_SUCCESS)
             goto done;
-        l.grid_x = steps[i].grid_x;
-        l.grid_z = steps[i].z;
-        if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, bsplits, nbsplit, &l)) != VKLA_SUCCESS)
-            goto done;
+        l.grid_x = kernels[i].grid_x;
+        l.grid_z = kernels[i].z;
+        for (uint32_t k = 0; k < kernels[i].steps; k++) {
+            vkla__compute_barrier(ctx, cmd);
+            l.push[W_FLAGS] = flags | k << 16;
+            if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, bsplits, nbsplit, &l)) != VKLA_SUCCESS)
+                goto done;
+        }
     }
 
     /* step 6 */

@@ -388,7 +388,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     l.grid_z = VKLA_GRID_CHUNKS;
     if (want_qk) {
         l.grid_x = nkt;
-        if ((r = get_pipe(ctx, &bp, "bwd_dqk", true, 128, &l.pipe)) != VKLA_SUCCESS ||
+        if ((r = get_pipe(ctx, &bp, "bwd_dqk", true, C, &l.pipe)) != VKLA_SUCCESS ||
             (r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
     }
@@ -397,7 +397,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         if (want_qk)
             vkla__compute_barrier(ctx, cmd);
         l.grid_x = (p->V + KT - 1) / KT;
-        if ((r = get_pipe(ctx, &bp, "bwd_dv", true, 128, &l.pipe)) != VKLA_SUCCESS ||
+        if ((r = get_pipe(ctx, &bp, "bwd_dv", true, C, &l.pipe)) != VKLA_SUCCESS ||
             (r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
     }

@@ -22,8 +22,7 @@
 enum { DG_OUT = 1 << 16, DG_PARTIAL = 1 << 17, DG_FINAL = 1 << 18 };
 
 /* scratch regions: packed rows [B,T,H,X] and the states of the products */
-enum { R_Q, R_K, R_V, R_DO, R_DQ, R_DK, R_DV, R_ND, R_ST0, R_ST1, R_ST2, R_PAIRS, R_PART,
-       R_COUNT };
+enum { R_Q, R_K, R_V, R_DO, R_DQ, R_DK, R_DV, R_ND, R_SQ, R_DKS, R_PAIRS, R_PART, R_COUNT };
 
 typedef struct bplan {
     vkla_lion_dims d;
@@ -184,9 +183,8 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_backward_args *a
         size[R_DV] = rows * p->Xv;
     if (norm)
         size[R_ND] = rows * p->Xv;
-    size[R_ST0] = st;
+    size[R_SQ] = size[R_DKS] = st;
     if (p->gate) {
-        size[R_ST1] = size[R_ST2] = st;
         size[R_PAIRS] = rows * 2;
         size[R_PART] = (uint64_t)d->N * d->H;
     }
@@ -292,47 +290,61 @@ static vkla_result unpack(const rec *c, const vkla_tensor *t, int r, uint32_t X,
     return go(c, &l);
 }
 
-/* out_i = scale sum_j (x_i . y_j) M_ij w_j (M^T with trans) with the forward's chunk kernels:
- * x and y have lxy columns, w and out lw; the states go to region sr. out < 0: states only. */
-static vkla_result product(const rec *c, int x, int y, int w, int out, uint32_t lxy, uint32_t lw,
-                           bool trans, int sr)
+/* A LION-like product out_i = scale sum_j (x_i . y_j) M_ij w_j (M^T with trans) on the
+ * forward's chunk kernels: x and y have lxy columns, w and out lw. scan() writes its states
+ * (sum of weighted y_j w_j^T) into region sr; output() reads them from sr, transposed with
+ * state_t (the states the scan of the product with y and w swapped wrote). */
+static vkla_result product_launch(const rec *c, vkla_launch *l, vkla_bind *binds, const int *regs,
+                                  uint32_t lxy, uint32_t lw, uint32_t flags, int sr)
 {
     const bplan *p = c->p;
     const uint32_t xpxy = (lxy + 3) & ~3u, xpw = (lw + 3) & ~3u;
-    vkla_pipeline *ps, *po;
-    vkla_result r;
-    if ((r = vkla__lion_pipeline(c->ctx, "chunk_state", -1, c->tile_lanes, c->rb, 1, B_COUNT,
-                                 &ps)) != VKLA_SUCCESS ||
-        (r = vkla__lion_pipeline(c->ctx, "chunk_output", -1, c->tile_lanes, c->rb, 1, B_COUNT,
-                                 &po)) != VKLA_SUCCESS)
-        return r;
-    vkla_launch l;
-    vkla_bind binds[B_COUNT];
-    launch_init(c, &l, binds, xpw);
-    uint64_t st[4][3];
-    const int regs[4] = {x, y, w, out};
+    launch_init(c, l, binds, xpw);
+    uint64_t st[3];
     const uint32_t xps[4] = {xpxy, xpxy, xpw, xpw};
     for (int i = 0; i < 4; i++) {
         if (regs[i] < 0)
             continue;
-        binds[B_Q + i] = region(c, regs[i], xps[i], st[i]);
-        vkla__lion_set_strides(&l, i, st[i]);
+        binds[B_Q + i] = region(c, regs[i], xps[i], st);
+        vkla__lion_set_strides(l, i, st);
     }
     binds[B_ST] = state_region(c, sr);
-    l.push[W_K] = lxy;
-    l.push[W_V] = lw;
-    l.push[W_CFG] = (p->d.flags & (F_G | F_GAMMA | F_VARLEN)) | (trans ? F_TRANS : 0) |
-                    (p->d.C << 8);
-    l.pipe = ps;
-    l.grid_x = ((lxy + TILE - 1) / TILE) * ((lw + TILE - 1) / TILE) * 2;
-    l.grid_z = VKLA_GRID_SEQS;
-    if ((r = go(c, &l)) != VKLA_SUCCESS || out < 0)
+    l->push[W_K] = lxy;
+    l->push[W_V] = lw;
+    l->push[W_CFG] = (p->d.flags & (F_G | F_GAMMA | F_VARLEN)) | flags | (p->d.C << 8);
+    const char *kernel = regs[0] < 0 ? "chunk_state" : "chunk_output";
+    vkla_result r = vkla__lion_pipeline(c->ctx, kernel, -1, c->tile_lanes, c->rb, 1, B_COUNT,
+                                        &l->pipe);
+    if (r != VKLA_SUCCESS)
         return r;
+    if (regs[0] < 0) {
+        l->grid_x = ((lxy + TILE - 1) / TILE) * ((lw + TILE - 1) / TILE) * 2;
+        l->grid_z = VKLA_GRID_SEQS;
+    } else {
+        l->grid_x = (lw + TILE - 1) / TILE;
+        l->grid_z = VKLA_GRID_CHUNKS;
+    }
+    r = go(c, l);
     vkla__compute_barrier(c->ctx, c->cmd);
-    l.pipe = po;
-    l.grid_x = (lw + TILE - 1) / TILE;
-    l.grid_z = VKLA_GRID_CHUNKS;
-    return go(c, &l);
+    return r;
+}
+
+static vkla_result scan(const rec *c, int y, int w, uint32_t lxy, uint32_t lw, bool trans, int sr)
+{
+    vkla_launch l;
+    vkla_bind binds[B_COUNT];
+    const int regs[4] = {-1, y, w, -1};
+    return product_launch(c, &l, binds, regs, lxy, lw, trans ? F_TRANS : 0, sr);
+}
+
+static vkla_result output(const rec *c, int x, int y, int w, int out, uint32_t lxy, uint32_t lw,
+                          bool trans, bool state_t, int sr)
+{
+    vkla_launch l;
+    vkla_bind binds[B_COUNT];
+    const int regs[4] = {x, y, w, out};
+    return product_launch(c, &l, binds, regs, lxy, lw,
+                          (trans ? F_TRANS : 0) | (state_t ? F_STATE_T : 0), sr);
 }
 
 /* The log-decay gradients: per-token terms, their reverse cumulative sums, dg_gamma. */
@@ -354,8 +366,8 @@ static vkla_result gate_grads(const rec *c, const vkla_lion_backward_args *a)
     binds[B_V] = region(c, R_V, p->Xv, NULL);
     binds[B_Z] = region(c, R_DO, p->Xv, NULL);
     binds[B_O] = region(c, R_PAIRS, 2, NULL);
-    binds[B_ST] = state_region(c, R_ST0);
-    binds[B_COUNT] = state_region(c, R_ST1);
+    binds[B_ST] = state_region(c, R_SQ);
+    binds[B_COUNT] = state_region(c, R_DKS);
     l.nbind = B_COUNT + 1;
     l.base_word[B_COUNT] = W_STRIDES; /* bwd_gate.comp reads it from word q_sb */
     l.push[W_V] = p->Vx;
@@ -440,7 +452,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     for (int i = 0; i < R_COUNT; i++) {
         if (p.off[i] == UINT64_MAX)
             continue;
-        if (i >= R_ST0 && i <= R_ST2)
+        if (i == R_SQ || i == R_DKS)
             all[nall++] = state_region(&c, i);
         else if (i == R_PART)
             all[nall++] = vkla__bind_region(c.scr, c.base + p.off[i], 4, VKLA_ROWS_SEQS, d->H, 1,
@@ -473,14 +485,19 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         goto done;
     vkla__compute_barrier(ctx, cmd);
 
+    /* the states of dq's product (v'_j k_j^T, mask M); transposed, those of the forward */
+    const bool want_dq = a->dq.buffer, want_dk = a->dk.buffer;
+    if ((norm || want_dq || p.gate) &&
+        (r = scan(&c, R_V, R_K, p.Vx, d->K, false, R_SQ)) != VKLA_SUCCESS)
+        goto done;
     if (norm) {
         /* the forward with the ones column: n_i and d_i - eps; then do' in place */
         vkla_pipeline *pp;
-        if ((r = product(&c, R_Q, R_K, R_V, R_ND, d->K, p.Vx, false, R_ST0)) != VKLA_SUCCESS ||
+        if ((r = output(&c, R_Q, R_K, R_V, R_ND, d->K, p.Vx, false, true, R_SQ)) !=
+                VKLA_SUCCESS ||
             (r = vkla__lion_pipeline(ctx, "bwd_prep", -1, 64, c.rb, 1, B_COUNT, &pp)) !=
                 VKLA_SUCCESS)
             goto done;
-        vkla__compute_barrier(ctx, cmd);
         vkla_launch l;
         vkla_bind binds[B_COUNT];
         launch_init(&c, &l, binds, p.Xv);
@@ -491,27 +508,22 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
             goto done;
         vkla__compute_barrier(ctx, cmd);
     }
-    /* dq = product(do', v', k; M); its states also feed the gate terms */
-    if (a->dq.buffer || p.gate) {
-        if ((r = product(&c, a->dq.buffer ? R_DO : -1, R_V, R_K, a->dq.buffer ? R_DQ : -1, p.Vx,
-                         d->K, false, R_ST0)) != VKLA_SUCCESS)
-            goto done;
-        vkla__compute_barrier(ctx, cmd);
-    }
+    /* dq = product(do', v', k; M) */
+    if (want_dq && (r = output(&c, R_DO, R_V, R_K, R_DQ, p.Vx, d->K, false, false, R_SQ)) !=
+                       VKLA_SUCCESS)
+        goto done;
+    /* the states of dk's product (do'_i q_i^T, mask M^T); transposed, those of dv's */
+    if ((want_dk || a->dv.buffer || p.gate) &&
+        (r = scan(&c, R_DO, R_Q, p.Vx, d->K, true, R_DKS)) != VKLA_SUCCESS)
+        goto done;
     /* dk = product(v', do', q; M^T) */
-    if (a->dk.buffer || p.gate) {
-        if ((r = product(&c, a->dk.buffer ? R_V : -1, R_DO, R_Q, a->dk.buffer ? R_DK : -1, p.Vx,
-                         d->K, true, p.gate ? R_ST1 : R_ST0)) != VKLA_SUCCESS)
-            goto done;
-        vkla__compute_barrier(ctx, cmd);
-    }
+    if (want_dk && (r = output(&c, R_V, R_DO, R_Q, R_DK, p.Vx, d->K, true, false, R_DKS)) !=
+                       VKLA_SUCCESS)
+        goto done;
     /* dv = product(k, q, do'; M^T), the ones column dropped */
-    if (a->dv.buffer) {
-        if ((r = product(&c, R_K, R_Q, R_DO, R_DV, d->K, p.Vx, true,
-                         p.gate ? R_ST2 : R_ST0)) != VKLA_SUCCESS)
-            goto done;
-        vkla__compute_barrier(ctx, cmd);
-    }
+    if (a->dv.buffer &&
+        (r = output(&c, R_K, R_Q, R_DO, R_DV, d->K, p.Vx, true, true, R_DKS)) != VKLA_SUCCESS)
+        goto done;
     if (p.gate) {
         if ((r = gate_grads(&c, a)) != VKLA_SUCCESS)
             goto done;

@@ -7,7 +7,8 @@
 #include "internal.h"
 
 /* runtime flags (push constant word W_CFG, with the chunk size in bits 8-15) */
-enum { F_G = 1, F_GAMMA = 2, F_NORM = 4, F_VARLEN = 8, F_TRANS = 16, F_ONES = 32 };
+enum { F_G = 1, F_GAMMA = 2, F_NORM = 4, F_VARLEN = 8, F_TRANS = 16, F_ONES = 32,
+       F_STATE_T = 64 };
 
 /* binding slots, in shader order */
 enum { B_Q, B_K, B_V, B_O, B_G, B_GAMMA, B_SEQ, B_CHUNK, B_ST, B_Z, B_COUNT };

@@ -24,7 +24,7 @@ typedef struct bcase {
     const int32_t *cu;
     uint32_t N;
     uint64_t seed;
-    double gmin;        /* g in [gmin, 0) (default -1) */
+    double gmin, gmax;  /* g in [gmin, gmax) (default [-1, 0)) */
     int want;           /* gradients to request (default all that exist) */
 } bcase;
 
@@ -63,7 +63,7 @@ static void make_data(const bcase *c, bdata *d)
     th_round(d->dout, d->nv, c->dt);
     if (c->gates & G) {
         d->g = malloc(d->ng * 8);
-        th_fill_uniform(&r, d->g, d->ng, c->gmin != 0 ? c->gmin : -1.0, 0.0);
+        th_fill_uniform(&r, d->g, d->ng, c->gmin != 0 ? c->gmin : -1.0, c->gmax);
         th_round(d->g, d->ng, VKLA_DTYPE_F32);
     }
     if (c->gates & GAMMA) {
@@ -366,6 +366,28 @@ static void test_varlen(void **state)
         }
 }
 
+/* strong decays (g in [-20, -19): every exponent must stay <= 0), and weak ones over a longer
+ * sequence where far tokens matter */
+static void test_decay_strength(void **state)
+{
+    (void)state;
+    for (int nz = 0; nz < 2; nz++) {
+        bcase s = {.B = 1, .T = 200, .H = 2, .K = 16, .V = 16, .gates = G, .normalize = nz,
+                   .dt = VKLA_DTYPE_F32, .gmin = -20.0, .seed = 500 + nz};
+        run_case(nz ? "g in [-20, 0) normalize" : "g in [-20, 0)", &s);
+        if (!nz) {
+            /* every pair decays by e^-19 or more: the decay gradients are tiny next to the
+             * diagonal terms, and must not come out of a difference of large numbers */
+            s.gmax = -19.0;
+            run_case("g in [-20, -19)", &s);
+        }
+        bcase w = {.B = 1, .T = 300, .H = 2, .K = 32, .V = 32, .gates = G | GAMMA,
+                   .normalize = nz, .dt = VKLA_DTYPE_F32, .gmin = -0.01, .chunk = 32,
+                   .seed = 510 + nz};
+        run_case(nz ? "weak decay T=300 normalize" : "weak decay T=300", &w);
+    }
+}
+
 /* only some gradients: each alone, and the gate gradients without dq dk dv */
 static void test_partial_requests(void **state)
 {
@@ -595,6 +617,7 @@ int main(void)
         cmocka_unit_test(test_lengths_chunks_forms),
         cmocka_unit_test(test_head_dims),
         cmocka_unit_test(test_varlen),
+        cmocka_unit_test(test_decay_strength),
         cmocka_unit_test(test_partial_requests),
         cmocka_unit_test(test_gpu_blocks),
         cmocka_unit_test(test_fused_views_scratch),

@@ -10,10 +10,15 @@
 //   dv = b D,  dbeta = v.D - e^G k.E2 + rowsum(KK)
 //   dG = scale e^G q.E1 + rowsum - colsum of QK + b rowsum(KK) - colsum(b KK) - b e^G k.E2
 //        - e^(G_last - G) k.F, and the last token adds e^(G_last) <S, dSn> + sum e^(G_last - G) k.F
-//   dg = the reverse cumulative sum of dG inside the chunk
+//   dg = the reverse cumulative sum of dG inside the chunk (summed as in step 3)
 // With l2norm, dq = (dQ - q (q.dQ)) / |q| (likewise dk), q the normalized query.
-// Intermediates live in the chunk's backward record; phases are separated by barriers.
-// Grid: x = 1, y = value heads, z = chunks. P0 = C.
+// Intermediates live in the chunk's backward record. Four dispatches (BWD_STEP 0 to 3), each
+// spreading its elements over the chunk's workgroups (grid x) and their threads:
+//   0: D, F, E1, MW (and QK . dM), partial sums of <S, dSn>
+//   1: E2, PW (and KK . dA), dv
+//   2: dQ, dK, and per token dbeta and the terms of dg
+//   3: dg, and the l2norm backward of the rows of dq and dk
+// Grid: x = workgroups per chunk (at most 16), y = value heads, z = chunks. P0 = C.
 #extension GL_GOOGLE_include_directive : require
 #define DR_BACKWARD 1
 #include "common.glsl"
@@ -25,16 +30,7 @@ shared float s_g[C];
 shared float s_ik[C];
 shared float s_iq[C];
 shared float s_b[C];
-shared float s_dG[C];
-shared float s_db[C];
-shared float s_r[C];
 shared float s_red[NT];
-
-void sync()
-{
-    memoryBarrierBuffer();
-    barrier();
-}
 
 void main()
 {
@@ -64,15 +60,17 @@ void main()
     barrier();
     const float gl = s_g[L - 1u];
 
-    // phase 1: D, F, E1, MW (and QK . dM), <S, dSn>
-    [[dont_unroll]] for (uint e = lid; e < C * V; e += NT) {
+    const uint step = BWD_STEP;
+    if (step == 0u) {
+    // D, F, E1, MW (and QK . dM), <S, dSn>
+    [[dont_unroll]] for (uint e = elem0(); e < C * V; e += elem_step()) {
         const uint j = e / V, v = e % V;
         float acc = 0.0;
         [[dont_unroll]] for (uint i = j; i < L; i++)
             acc += tmat_buf[tm + i * BR_C4 + j / 4u][j % 4u] * bwd_buf[br + 4u * R_DVP + i * V4F + v];
         bwd_buf[br + 4u * R_D + j * V4F + v] = acc;
     }
-    [[dont_unroll]] for (uint e = lid; e < C * K; e += NT) {
+    [[dont_unroll]] for (uint e = elem0(); e < C * K; e += elem_step()) {
         const uint j = e / K, x = e % K;
         float f = 0.0, e1 = 0.0;
         if (j < L)
@@ -84,7 +82,7 @@ void main()
         bwd_buf[br + 4u * R_F + j * K4F + x] = f;
         bwd_buf[br + 4u * R_E1 + j * K4F + x] = e1;
     }
-    [[dont_unroll]] for (uint e = lid; e < C * C; e += NT) {
+    [[dont_unroll]] for (uint e = elem0(); e < C * C; e += elem_step()) {
         const uint i = e / C, j = e % C;
         float mw = 0.0;
         if (j <= i && i < L) {
@@ -99,16 +97,25 @@ void main()
     }
     {
         float acc = 0.0;
-        [[dont_unroll]] for (uint e = lid; e < K * V; e += NT) {
+        [[dont_unroll]] for (uint e = elem0(); e < K * V; e += elem_step()) {
             const uint x = e / V, v = e % V;
             acc += state_buf[st + x * V4 + v / 4u][v % 4u] * bwd_buf[br + 4u * R_DSN + x * V4F + v];
         }
         s_red[lid] = acc;
     }
-    sync();
+    barrier();
+    if (lid == 0u) {
+        float acc = 0.0;
+        for (uint m = 0; m < NT; m++)
+            acc += s_red[m];
+        bwd_buf[br + 4u * R_RED + gl_WorkGroupID.x] = acc;
+    }
+    return;
+    }
 
-    // phase 2: E2, PW (and KK . dA)
-    [[dont_unroll]] for (uint e = lid; e < C * K; e += NT) {
+    if (step == 1u) {
+    // E2, PW (and KK . dA), dv
+    [[dont_unroll]] for (uint e = elem0(); e < C * K; e += elem_step()) {
         const uint j = e / K, x = e % K;
         float acc = 0.0;
         if (j < L)
@@ -116,7 +123,7 @@ void main()
                 acc += bwd_buf[br + 4u * R_D + j * V4F + v] * state_buf[st + x * V4 + v / 4u][v % 4u];
         bwd_buf[br + 4u * R_E2 + j * K4F + x] = acc;
     }
-    [[dont_unroll]] for (uint e = lid; e < C * C; e += NT) {
+    [[dont_unroll]] for (uint e = elem0(); e < C * C; e += elem_step()) {
         const uint i = e / C, j = e % C;
         float pw = 0.0;
         if (j < i && i < L) {
@@ -128,10 +135,16 @@ void main()
         }
         bwd_buf[br + 4u * R_PW + i * C4F + j] = pw;
     }
-    sync();
+    [[dont_unroll]] for (uint e = elem0(); e < C * V; e += elem_step()) {
+        const uint j = e / V, v = e % V;
+        bwd_buf[br + 4u * R_DV + j * V4F + v] = j < L ? s_b[j] * bwd_buf[br + 4u * R_D + j * V4F + v] : 0.0;
+    }
+    return;
+    }
 
-    // phase 3: dQ, dK (of the normalized q, k), dv, and the per-token scalars
-    [[dont_unroll]] for (uint e = lid; e < C * K; e += NT) {
+    if (step == 2u) {
+    // dQ, dK (of the normalized q, k), and the per-token scalars
+    [[dont_unroll]] for (uint e = elem0(); e < C * K; e += elem_step()) {
         const uint i = e / K, x = e % K;
         float dq = 0.0, dk = 0.0;
         if (i < L) {
@@ -154,11 +167,7 @@ void main()
         bwd_buf[br + 4u * R_DQ + i * K4F + x] = dq;
         bwd_buf[br + 4u * R_DK + i * K4F + x] = dk;
     }
-    [[dont_unroll]] for (uint e = lid; e < C * V; e += NT) {
-        const uint j = e / V, v = e % V;
-        bwd_buf[br + 4u * R_DV + j * V4F + v] = j < L ? s_b[j] * bwd_buf[br + 4u * R_D + j * V4F + v] : 0.0;
-    }
-    for (uint i = lid; i < C; i += NT) {
+    [[dont_unroll]] for (uint i = elem0(); i < C; i += elem_step()) {
         float dG = 0.0, db = 0.0, r = 0.0;
         if (i < L) {
             float vd = 0.0, ke2 = 0.0, qe1 = 0.0, kf = 0.0;
@@ -170,45 +179,50 @@ void main()
                 kf += kx * bwd_buf[br + 4u * R_F + i * K4F + x];
                 qe1 += load_q(b, tb + i, hq, x) * s_iq[i] * bwd_buf[br + 4u * R_E1 + i * K4F + x];
             }
-            float rkk = 0.0, ckk = 0.0, rqk = 0.0, cqk = 0.0;
-            [[dont_unroll]] for (uint j = 0; j < L; j++) {
-                if (j < i)
-                    rkk += bwd_buf[br + 4u * R_KK + i * C4F + j];
-                if (j > i)
-                    ckk += s_b[j] * bwd_buf[br + 4u * R_KK + j * C4F + i];
-                if (j <= i)
-                    rqk += bwd_buf[br + 4u * R_QK + i * C4F + j];
-                if (j >= i)
-                    cqk += bwd_buf[br + 4u * R_QK + j * C4F + i];
-            }
+            float rkk = 0.0;
+            [[dont_unroll]] for (uint j = 0; j < i; j++)
+                rkk += bwd_buf[br + 4u * R_KK + i * C4F + j];
             const float eg = exp(s_g[i]);
             db = vd - eg * ke2 + rkk;
             r = exp(gl - s_g[i]) * kf;
-            dG = pc.scale * eg * qe1 + rqk - cqk + s_b[i] * rkk - ckk - s_b[i] * eg * ke2 - r;
+            dG = eg * (pc.scale * qe1 - s_b[i] * ke2);
         }
-        s_dG[i] = dG;
-        s_db[i] = db;
-        s_r[i] = r;
+        const uint di = br + 4u * (R_DB + i);
+        bwd_buf[di] = db;
+        bwd_buf[di + 1u] = dG;
+        bwd_buf[di + 2u] = r;
     }
-    sync();
-    if (lid == 0u) {
-        float sd = 0.0, rs = 0.0;
-        for (uint m = 0; m < NT; m++)
-            sd += s_red[m];
-        for (uint i = 0; i < L; i++)
-            rs += s_r[i];
-        s_dG[L - 1u] += exp(gl) * sd + rs;
-        float acc = 0.0;
-        for (uint i = C; i-- > 0u;) {
-            acc += s_dG[i];
-            bwd_buf[br + 4u * (R_DB + i)] = s_db[i];
-            bwd_buf[br + 4u * (R_DB + i) + 1u] = i < L ? acc : 0.0;
-        }
+    return;
     }
 
-    // phase 4: through the l2 normalization, dx = (dX - X (X.dX)) / |x| with X = x / |x|
+    // step 3: dg_t = sum_{i >= t} dG_i of the gradient w.r.t. the cumulative gate G. The terms
+    // of dG that come as row sum minus column sum (of QK . dM and diag(b) KK . dA) and the
+    // e^(G_last - G) k.F terms cancel in that sum except across t; summing only what is left
+    // keeps the small gradients of strongly decayed tokens accurate:
+    //   dg_t = e^(G_last) <S, dSn> + sum_{i >= t} a_i + sum_{j < t} r_j
+    //          + sum_{i >= t > j} (QK . dM + diag(b) KK . dA)_ij
+    // with a_i = e^G_i (scale q.E1 - b k.E2)_i and r_j = e^(G_last - G_j) k_j.F_j (step 2).
+    {
+        float sd = 0.0;
+        for (uint m = 0; m < gl_NumWorkGroups.x; m++)
+            sd += bwd_buf[br + 4u * R_RED + m];
+        [[dont_unroll]] for (uint t = elem0(); t < C; t += elem_step()) {
+            float acc = 0.0;
+            if (t < L) {
+                acc = exp(gl) * sd;
+                [[dont_unroll]] for (uint i = 0; i < L; i++)
+                    acc += bwd_buf[br + 4u * (R_DB + i) + (i >= t ? 1u : 2u)];
+                [[dont_unroll]] for (uint i = t; i < L; i++)
+                    [[dont_unroll]] for (uint j = 0; j < t; j++)
+                        acc += bwd_buf[br + 4u * R_QK + i * C4F + j] +
+                               s_b[i] * bwd_buf[br + 4u * R_KK + i * C4F + j];
+            }
+            bwd_buf[br + 4u * (R_DB + t) + 3u] = acc;
+        }
+    }
+    // through the l2 normalization, dx = (dX - X (X.dX)) / |x| with X = x / |x|
     if (L2NORM) {
-        for (uint e = lid; e < 2u * C; e += NT) {
+        [[dont_unroll]] for (uint e = elem0(); e < 2u * C; e += elem_step()) {
             const uint i = e % C, isk = e / C;
             if (i >= L)
                 continue;

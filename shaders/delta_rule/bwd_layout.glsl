@@ -4,13 +4,18 @@
 // bwd_store.comp; the rest are intermediates of bwd_local, bwd_scan and bwd_grad.
 //   DQ [C][K4], DK [C][K4]  gradient of the raw q and k as seen by this value head
 //   DV [C][V4]               gradient of v
-//   DB [C]                   (dbeta, dg, 0, 0) per token
+//   DB [C]                   per token (dbeta, two terms of dg, dg)
 //   DSN [K][V4]              scale (Q e^G)^T dO (bwd_local), then the gradient of the state
 //                            leaving the chunk (bwd_scan)
 //   DVP [C][V4]              scale ((Q K^T) . D)^T dO (bwd_local), then dV' (bwd_scan)
 //   D [C][V4]                T^T dV'
 //   E1, E2, F [C][K4]        dO S^T, D S^T, V' dS_next^T
 //   QK, KK, MW, PW [C][C4]   chunk matrices (see bwd_grad.comp)
+//   RED [16]                 partial sums of <S, dS_next>, one per workgroup of bwd_grad
+//
+// The per-chunk kernels spread each step's elements over all the workgroups of the chunk
+// (grid x, at most 64) and all their threads, so every invocation runs few loop iterations:
+// CPU drivers may stop a shader invocation after a fixed number of loop iterations.
 #ifndef VKLA_DELTA_RULE_BWD_LAYOUT_GLSL
 #define VKLA_DELTA_RULE_BWD_LAYOUT_GLSL
 
@@ -32,9 +37,14 @@ const uint R_QK = R_F + BR_C * BR_K4;
 const uint R_KK = R_QK + BR_C * BR_C4;
 const uint R_MW = R_KK + BR_C * BR_C4;
 const uint R_PW = R_MW + BR_C * BR_C4;
-const uint R_SIZE = R_PW + BR_C * BR_C4;
+const uint R_RED = R_PW + BR_C * BR_C4;
+const uint R_SIZE = R_RED + 16u;
 
 // float index of the record of value head h, chunk c (base: the binding's base, vec4 units)
 uint bwd_rec(uint base, uint h, uint c) { return 4u * (base + (h * pc.nchunks + c) * R_SIZE); }
+
+// this invocation's first element of a step, and the stride over the elements
+uint elem0() { return gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x; }
+uint elem_step() { return gl_NumWorkGroups.x * gl_WorkGroupSize.x; }
 
 #endif

@@ -48,7 +48,6 @@ layout(std430, binding = 9) readonly buffer CHB { uvec2 chunktab[]; };
 
 void main()
 {
-    const uint lid = gl_LocalInvocationID.x, nt = gl_WorkGroupSize.x;
     const uint hq = pc.h_begin + gl_WorkGroupID.y;
     const uint c = pc.c_begin + gl_WorkGroupID.z;
     uint s, local0, b, t0, len;
@@ -59,7 +58,7 @@ void main()
     const uint K4F = 4u * BR_K4, V4F = 4u * BR_V4;
 
     if (OUT_DQ || OUT_DK)
-        [[dont_unroll]] for (uint e = lid; e < L * K; e += nt) {
+        [[dont_unroll]] for (uint e = elem0(); e < L * K; e += elem_step()) {
             const uint i = e / K, x = e % K;
             float dq = 0.0, dk = 0.0;
             for (uint m = 0; m < pc.group; m++) {
@@ -76,17 +75,17 @@ void main()
         const uint h = hq * pc.group + m;
         const uint br = bwd_rec(pc.bw_base, h, c);
         if (OUT_DV)
-            [[dont_unroll]] for (uint e = lid; e < L * V; e += nt) {
+            [[dont_unroll]] for (uint e = elem0(); e < L * V; e += elem_step()) {
                 const uint i = e / V, v = e % V;
                 dv_buf[pc.dv_base + b * pc.dv_sb + (tb + i) * pc.dv_st + h * pc.dv_sh + v] =
                     STOREE(bwd_buf[br + 4u * R_DV + i * V4F + v]);
             }
-        for (uint i = lid; i < L; i += nt) {
+        for (uint i = elem0(); i < L; i += elem_step()) {
             const uint ti = (b * pc.T + tb + i) * pc.HV + h;
             if (OUT_DB)
                 db_buf[pc.db_base + ti] = bwd_buf[br + 4u * (R_DB + i)];
             if (OUT_DG)
-                dg_buf[pc.dg_base + ti] = bwd_buf[br + 4u * (R_DB + i) + 1u];
+                dg_buf[pc.dg_base + ti] = bwd_buf[br + 4u * (R_DB + i) + 3u];
         }
     }
 }

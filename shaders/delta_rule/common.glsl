@@ -69,16 +69,20 @@ layout(std430, binding = 1) readonly buffer KB4 { ELEM4 k4_buf[]; };
 layout(std430, binding = 2) readonly buffer VB4 { ELEM4 v4_buf[]; };
 #ifdef DR_BACKWARD
 // The backward kernels (bwd_*.comp) bind the same slots with these meanings: 3 dout (read),
-// 4 the per (value head, chunk) backward record (bwd_layout.glsl), 6 dht (read), 7 dh0 (write).
+// 4 the per (value head, chunk) backward record (bwd_layout.glsl), 5 the state gradient carried
+// between the passes of bwd_scan ([N, HV, K, V]), 6 dht (read), 7 dh0 (write). Their flags
+// word also carries the step (or pass) of a multi-dispatch kernel in its high 16 bits.
 layout(std430, binding = 3) readonly buffer OB { ELEM o_buf[]; };
 layout(std430, binding = 3) readonly buffer OB4 { ELEM4 o4_buf[]; };
 layout(std430, binding = 4) coherent buffer BWB { float bwd_buf[]; };
+layout(std430, binding = 5) buffer CYB { float carry_buf[]; };
+#define BWD_STEP (pc.flags >> 16)
 #else
 layout(std430, binding = 3) writeonly buffer OB { ELEM o_buf[]; };
 layout(std430, binding = 3) writeonly buffer OB4 { ELEM4 o4_buf[]; };
 layout(std430, binding = 4) readonly buffer BB { float beta_buf[]; };
-#endif
 layout(std430, binding = 5) readonly buffer GB { float g_buf[]; };
+#endif
 layout(std430, binding = 6) readonly buffer H0B { float h0_buf[]; };
 layout(std430, binding = 7) writeonly buffer HTB { float ht_buf[]; };
 layout(std430, binding = 8) readonly buffer SEQB { uvec4 seqtab[]; };
@@ -158,8 +162,8 @@ void store_o4(uint b, uint t, uint h, uint j, vec4 x)
             o_buf[e + m] = STOREE(x[m]);
 }
 float load_beta(uint b, uint t, uint h) { return beta_buf[pc.beta_base + (b * pc.T + t) * pc.HV + h]; }
-#endif
 float load_g(uint b, uint t, uint h) { return HAS_G ? g_buf[pc.g_base + (b * pc.T + t) * pc.HV + h] : 0.0; }
+#endif
 
 // The work record of value head h, chunk c (P0 = C in the chunk kernels), and its parts.
 uint work_rec(uint h, uint c) { return pc.wk_base + (h * pc.nchunks + c) * (P0 * (2u * K4 + V4 + 1u)); }

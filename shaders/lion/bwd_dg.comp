@@ -1,8 +1,8 @@
 #version 450
 // LION backward: the log-decay gradients from the per-token terms of bwd_gate.comp.
 // With w_u, r_u of token u (binding 8: pairs [B, T, H, 2]), the gradient of token t's log decay
-// is da_t = sum_(u >= t) w_u - r_u over its own sequence: a reverse cumulative sum, done here
-// 64 tokens at a time (a suffix scan in shared memory plus the carry of the later tokens).
+// is da_t = sum_(u >= t) w_u - r_u over its own sequence: a reverse cumulative sum (each lane
+// takes a contiguous 64th of the sequence: few barriers however long the sequence).
 // pc.cfg bit 16: write da into dg (binding 3, [B, T, H] f32); bit 17: write the sequence's sum
 // of da into the partials (binding 9, [N, H]). bit 18 (final step): dg_gamma[h] (binding 3) =
 // the sum of the partials of the pc.xs sequences, in order (no float atomics).
@@ -31,31 +31,31 @@ void main()
     const uint s = pc.s_begin + gl_WorkGroupID.z;
     uint b, t0, len;
     seq_info(s, b, t0, len);
-    float carry = 0.0, total = 0.0;
-    const uint nt = (len + TW - 1u) / TW;
-    for (uint m = nt; m > 0u; m--) {
-        const uint t = (m - 1u) * TW + lid;
-        const uint row = (b * pc.T + t0 + t) * pc.H + h;
-        vec2 wr = vec2(0.0);
-        if (t < len)
-            wr = vec2(st_buf[pc.st_base + 2u * row], st_buf[pc.st_base + 2u * row + 1u]);
-        s_x[lid] = wr.x;
-        // inclusive suffix sums over the 64 tokens
-        [[unroll]] for (uint off = 1u; off < TW; off *= 2u) {
-            barrier();
-            const float y = s_x[lid] + (lid + off < TW ? s_x[lid + off] : 0.0);
-            barrier();
-            s_x[lid] = y;
-        }
+    // lane l owns the tokens [a0, a1): its total, the suffix sums of the totals over the lanes
+    // (the carry of the later tokens), then a serial reverse pass over its own tokens
+    const uint per = (len + TW - 1u) / TW;
+    const uint a0 = min(lid * per, len), a1 = min(a0 + per, len);
+    const uint row0 = (b * pc.T + t0) * pc.H + h;
+    float own = 0.0;
+    for (uint t = a0; t < a1; t++)
+        own += st_buf[pc.st_base + 2u * (row0 + t * pc.H)];
+    s_x[lid] = own;
+    [[unroll]] for (uint off = 1u; off < TW; off *= 2u) {
         barrier();
-        const float da = carry + s_x[lid] - wr.y;
-        carry += s_x[0];
+        const float y = s_x[lid] + (lid + off < TW ? s_x[lid + off] : 0.0);
         barrier();
-        if (t < len) {
-            total += da;
-            if ((pc.cfg & OUT_DG) != 0u)
-                o_buf[pc.o_base + row] = da;
-        }
+        s_x[lid] = y;
+    }
+    barrier();
+    float run = s_x[lid] - own, total = 0.0;
+    for (uint t = a1; t > a0; t--) {
+        const uint row = row0 + (t - 1u) * pc.H;
+        const vec2 wr = vec2(st_buf[pc.st_base + 2u * row], st_buf[pc.st_base + 2u * row + 1u]);
+        run += wr.x;
+        const float da = run - wr.y;
+        total += da;
+        if ((pc.cfg & OUT_DG) != 0u)
+            o_buf[pc.o_base + row] = da;
     }
     if ((pc.cfg & OUT_PARTIAL) != 0u) {
         s_sum[lid] = total;

@@ -8,7 +8,8 @@
 // With normalize the ones column gives den_i = (q_i e^E_i).zF + (q_i e^X_i).zB + sum_j A_ij and
 // o_i = scale * O_i / (scale * den_i + eps).
 // With F_TRANS (backward pass) the mask is M^T: E and P swap roles and X becomes the
-// inclusive suffix R (see chunk_state.comp).
+// inclusive suffix R (see chunk_state.comp). With F_STATE_T (backward pass) the states are
+// read transposed: those chunk_state wrote for the product with the roles of K and V swapped.
 // A workgroup covers a 64-token tile of a sequence, i.e. 64 / C chunks (C = 16, 32 or 64): the
 // score block is computed for the whole tile and masked to the diagonal C x C blocks.
 // Grid: x = V tiles of TW, y = heads, z = 64-token tiles.
@@ -128,14 +129,31 @@ void main()
     // past and future through the two states
     [[dont_unroll]] for (uint k = 0u; k < pc.K; k += 4u) {
         vec4 sf[4][CB / 4u], sb[4][CB / 4u];
-        [[unroll]] for (uint kk = 0u; kk < 4u; kk++) {
-            const uint rf = pc.st_base + (sbase + k + kk) * Va + col0;
-            const uint rb = rf + Kp * Va;
-            // columns past Va read a valid column instead: they only feed outputs never stored
-            [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
-                const uint cx = min(col0 + 4u * x4, Va - 4u) - col0;
-                sf[kk][x4] = st4_buf[(rf + cx) >> 2u];
-                sb[kk][x4] = st4_buf[(rb + cx) >> 2u];
+        if (STATE_T) {
+            // the states stored transposed ([Va][Kp] per direction): one vector along K per
+            // column, regrouped into the same sf/sb layout
+            const uint bf = pc.st_base + sbase * Va + k, bb = bf + Kp * Va;
+            [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++)
+                [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                    const uint cx = min(col0 + 4u * x4 + e, Va - 1u);
+                    const vec4 tf = st4_buf[(bf + cx * Kp) >> 2u];
+                    const vec4 tb = st4_buf[(bb + cx * Kp) >> 2u];
+                    [[unroll]] for (uint kk = 0u; kk < 4u; kk++) {
+                        sf[kk][x4][e] = tf[kk];
+                        sb[kk][x4][e] = tb[kk];
+                    }
+                }
+        } else {
+            [[unroll]] for (uint kk = 0u; kk < 4u; kk++) {
+                const uint rf = pc.st_base + (sbase + k + kk) * Va + col0;
+                const uint rb = rf + Kp * Va;
+                // columns past Va read a valid column instead: they only feed outputs never
+                // stored
+                [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
+                    const uint cx = min(col0 + 4u * x4, Va - 4u) - col0;
+                    sf[kk][x4] = st4_buf[(rf + cx) >> 2u];
+                    sb[kk][x4] = st4_buf[(rb + cx) >> 2u];
+                }
             }
         }
         vec4 zf = vec4(0.0), zb = vec4(0.0);
