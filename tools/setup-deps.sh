@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(cmake make gcc pkg-config libc6-dev
       libvulkan-dev libvulkan-volk-dev glslang-tools spirv-tools
       mesa-vulkan-drivers vulkan-validationlayers libcmocka-dev libpng-dev
-      clang)
+      clang python3-numpy python3-torch python3-pytest python3-tqdm python3-matplotlib)
 # clang's sanitizer and libFuzzer runtimes (for tests/fuzz) come in libclang-rt-<N>-dev, N
 # the major version of the clang-<N> the clang package depends on (14 on Debian 12); found
 # with apt-cache once the package lists are there.
