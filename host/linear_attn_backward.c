@@ -53,58 +53,6 @@ typedef struct named_tensor {
     const vkla_tensor *t;
 } named_tensor;
 
-/* bytes [lo, hi) of the VkBuffer a tensor view can touch */
-static void extent(const vkla_tensor *t, uint64_t *lo, uint64_t *hi)
-{
-    uint64_t st[VKLA_MAX_DIMS], last = 0;
-    vkla__tensor_strides(t, st);
-    for (uint32_t i = 0; i < t->ndim; i++)
-        last += (t->shape[i] - 1) * st[i];
-    uint64_t es = vkla_dtype_size(t->dtype);
-    *lo = t->buffer->base + t->offset;
-    *hi = *lo + (last + 1) * es;
-}
-
-/* Two validated views share memory. Views whose ranges interleave, like q, k and v sliced out
- * of one fused projection (every outer stride a multiple of one row pitch, the two rows
- * disjoint within it), do not. */
-static bool tensors_overlap(const vkla_tensor *a, const vkla_tensor *b)
-{
-    if (!a->buffer || !b->buffer || a->buffer->buffer != b->buffer->buffer)
-        return false;
-    uint64_t alo, ahi, blo, bhi;
-    extent(a, &alo, &ahi);
-    extent(b, &blo, &bhi);
-    if (alo >= bhi || blo >= ahi)
-        return false;
-    uint64_t es = vkla_dtype_size(a->dtype);
-    if (es != vkla_dtype_size(b->dtype) || alo % es || blo % es)
-        return true;
-    const vkla_tensor *ts[2] = {a, b};
-    uint64_t pitch = 0;
-    for (int n = 0; n < 2; n++) {
-        uint64_t st[VKLA_MAX_DIMS];
-        vkla__tensor_strides(ts[n], st);
-        for (uint32_t i = 0; i + 1 < ts[n]->ndim; i++)
-            if (ts[n]->shape[i] > 1 && (!pitch || st[i] < pitch))
-                pitch = st[i];
-    }
-    if (!pitch)
-        return true;
-    for (int n = 0; n < 2; n++) {
-        uint64_t st[VKLA_MAX_DIMS];
-        vkla__tensor_strides(ts[n], st);
-        for (uint32_t i = 0; i + 1 < ts[n]->ndim; i++)
-            if (ts[n]->shape[i] > 1 && st[i] % pitch)
-                return true;
-    }
-    uint64_t ca = (alo / es) % pitch, cb = (blo / es) % pitch;
-    uint64_t na = a->shape[a->ndim - 1], nb = b->shape[b->ndim - 1];
-    if (ca + na > pitch || cb + nb > pitch)
-        return true;
-    return !(ca + na <= cb || cb + nb <= ca);
-}
-
 static vkla_result check_grad(vkla_context *ctx, const char *name, const vkla_tensor *t,
                               uint32_t ndim, const uint64_t *shape, uint32_t dmask, bool input,
                               const char *input_name, uint32_t bit, uint32_t *bflags,
@@ -182,13 +130,13 @@ static vkla_result make_bplan(vkla_context *ctx, const vkla_linear_attn_backward
         if (!outs[i].t->buffer)
             continue;
         for (size_t j = i + 1; j < nouts; j++)
-            if (tensors_overlap(outs[i].t, outs[j].t)) {
+            if (vkla__views_overlap(outs[i].t, outs[j].t)) {
                 r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, OP ": %s and %s overlap",
                                outs[i].name, outs[j].name);
                 goto fail;
             }
         for (size_t j = 0; j < nins; j++)
-            if (tensors_overlap(outs[i].t, ins[j].t)) {
+            if (vkla__views_overlap(outs[i].t, ins[j].t)) {
                 r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
                                OP ": gradient %s overlaps input %s", outs[i].name, ins[j].name);
                 goto fail;

@@ -916,6 +916,11 @@ int tool_check_grads(const tool_op *op, const tool_problem *p, const tool_opts *
     c->nmse[i] = vkla_ref_nmse(ref[i], grads[i], n);
     c->finite[i] = vkla_ref_all_finite(grads[i], n);
     c->target[i] = dtype_target(ref[i], n, tool_grad_dtype(i, o->dtype), tmp);
+    /* dg_gamma sums every token's log-decay gradient, and those terms cancel: each term's f32
+     * error is amplified by the cancellation, so its inputs are not well-conditioned in the
+     * SPEC's sense; it gets ten times the f32 target */
+    if (i == TI_G_GAMMA && c->target[i] < TOOL_TARGET_GAMMA)
+      c->target[i] = TOOL_TARGET_GAMMA;
     c->pass_one[i] = c->finite[i] && c->nmse[i] <= c->target[i];
     c->pass = c->pass && c->pass_one[i];
   }

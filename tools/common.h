@@ -216,13 +216,14 @@ typedef struct tool_check {
 } tool_check;
 #define TOOL_TARGET_F32 1e-9
 #define TOOL_TARGET_FLOOR 1e-12
+#define TOOL_TARGET_GAMMA 1e-8 /* dg_gamma: a sum whose terms cancel (tool_check_grads) */
 /* out/ht: the device results as float32 (ht may be NULL). 0, or -1 when the reference fails. */
 int tool_check_results(const tool_op *op, const tool_problem *p, const tool_opts *o,
                        const float *out, const float *ht, tool_check *c, tool_err *e);
 
 /* Accuracy of the backward pass: each gradient against the float64 reference, with the target
  * of its storage dtype (f32: 1e-9; f16/bf16 dq dk dv: ten times the error of rounding the
- * reference gradient once). */
+ * reference gradient once), and 1e-8 for dg_gamma (a sum over all tokens of terms that cancel). */
 typedef struct tool_grad_check {
   int has[TI_GRADS];          /* this gradient was checked */
   double nmse[TI_GRADS], target[TI_GRADS];
