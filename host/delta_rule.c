@@ -244,44 +244,11 @@ void vkla__dr_binds(const vkla_dr_plan *p, const vkla_delta_rule_args *a, vkla_b
 }
 
 vkla_result vkla__dr_begin(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr_plan *p,
-                           const vkla_delta_rule_args *a, vkla_buffer *scr, uint64_t soff)
+                           vkla_buffer *scr, uint64_t soff)
 {
-    /* order this call after earlier vkla work in the command buffer (shared scratch, and the
-     * placeholder buffer bound to absent tensors) */
-    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                  VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-                      VK_ACCESS_TRANSFER_WRITE_BIT);
-    if (!(p->flags & F_VARLEN))
-        return VKLA_SUCCESS;
-    /* sequence table (start, length, first chunk) and chunk table (sequence, start) */
-    bool chunked = p->form == VKLA_FORM_CHUNK;
-    uint32_t *seqt = calloc((size_t)p->N * 4, sizeof(uint32_t));
-    uint32_t *cht = chunked ? calloc((size_t)p->seqs.nchunks * 2 + 2, sizeof(uint32_t)) : NULL;
-    if (!seqt || (chunked && !cht)) {
-        free(seqt);
-        free(cht);
-        return vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
-    }
-    for (uint32_t i = 0; i < p->N; i++) {
-        seqt[4 * i + 0] = (uint32_t)a->cu_seqlens[i];
-        seqt[4 * i + 1] = vkla__seq_len(&p->seqs, i);
-        seqt[4 * i + 2] = p->seqs.chunk_off ? p->seqs.chunk_off[i] : 0;
-        if (cht)
-            for (uint32_t c = p->seqs.chunk_off[i]; c < p->seqs.chunk_off[i + 1]; c++) {
-                cht[2 * c + 0] = i;
-                cht[2 * c + 1] = (c - p->seqs.chunk_off[i]) * p->C;
-            }
-    }
-    vkla__update_buffer(ctx, cmd, scr, soff + p->off_seq, seqt, (uint64_t)p->N * 16);
-    if (cht && p->seqs.nchunks)
-        vkla__update_buffer(ctx, cmd, scr, soff + p->off_chunk, cht, p->seqs.nchunks * 8);
-    free(seqt);
-    free(cht);
-    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
-    return VKLA_SUCCESS;
+    vkla__order_after_earlier(ctx, cmd);
+    return vkla__upload_seq_tables(ctx, cmd, &p->seqs, scr, soff + p->off_seq,
+                                   soff + p->off_chunk);
 }
 
 vkla_result vkla__dr_prep_scan(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr_plan *p,
@@ -334,7 +301,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_del
     vkla__dr_binds(&p, a, scr, soff, binds);
     if ((r = vkla__plan_splits(ctx, &p.seqs, p.HV, binds, B_COUNT, &splits, &nsplit)) != VKLA_SUCCESS)
         goto done;
-    if ((r = vkla__dr_begin(ctx, cmd, &p, a, scr, soff)) != VKLA_SUCCESS)
+    if ((r = vkla__dr_begin(ctx, cmd, &p, scr, soff)) != VKLA_SUCCESS)
         goto done;
 
     vkla_launch l;

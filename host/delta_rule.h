@@ -49,7 +49,7 @@ void vkla__dr_binds(const vkla_dr_plan *p, const vkla_delta_rule_args *a, vkla_b
 void vkla__dr_push(const vkla_dr_plan *p, const vkla_delta_rule_args *a, vkla_launch *l);
 /* Orders the call after earlier vkla work and writes the varlen tables into scratch. */
 vkla_result vkla__dr_begin(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr_plan *p,
-                           const vkla_delta_rule_args *a, vkla_buffer *scr, uint64_t soff);
+                           vkla_buffer *scr, uint64_t soff);
 /* Chunk form steps 1 and 2: the WY transform of every chunk (W, KD, U and, with F_STORE_T in
  * l->push[W_FLAGS], T), then the state pass (the state entering each chunk, V', and ht when
  * F_HT is set). l holds the binds and push constants. */

@@ -224,7 +224,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     vkla__dr_binds(p, f, scr, soff, fb);
     if ((r = vkla__plan_splits(ctx, &p->seqs, p->HV, fb, B_COUNT, &splits, &nsplit)) != VKLA_SUCCESS)
         goto done;
-    if ((r = vkla__dr_begin(ctx, cmd, p, f, scr, soff)) != VKLA_SUCCESS)
+    if ((r = vkla__dr_begin(ctx, cmd, p, scr, soff)) != VKLA_SUCCESS)
         goto done;
     vkla_launch l;
     memset(&l, 0, sizeof(l));

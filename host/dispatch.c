@@ -683,3 +683,44 @@ vkla_result vkla_convert(void *dst, vkla_dtype dt, const void *src, vkla_dtype s
     }
     return VKLA_SUCCESS;
 }
+
+void vkla__order_after_earlier(vkla_context *ctx, VkCommandBuffer cmd)
+{
+    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                  VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                      VK_ACCESS_TRANSFER_WRITE_BIT);
+}
+
+vkla_result vkla__upload_seq_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs *s,
+                                    vkla_buffer *buf, uint64_t off_seq, uint64_t off_chunk)
+{
+    if (!s->cu)
+        return VKLA_SUCCESS;
+    bool chunked = s->chunk && s->chunk_off;
+    uint32_t *seqt = calloc((size_t)s->n * 4 + 4, sizeof(uint32_t));
+    uint32_t *cht = chunked ? calloc((size_t)s->nchunks * 2 + 2, sizeof(uint32_t)) : NULL;
+    if (!seqt || (chunked && !cht)) {
+        free(seqt);
+        free(cht);
+        return vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
+    for (uint32_t i = 0; i < s->n; i++) {
+        seqt[4 * i + 0] = (uint32_t)s->cu[i];
+        seqt[4 * i + 1] = vkla__seq_len(s, i);
+        seqt[4 * i + 2] = chunked ? s->chunk_off[i] : 0;
+        for (uint32_t c = chunked ? s->chunk_off[i] : 0; chunked && c < s->chunk_off[i + 1]; c++) {
+            cht[2 * c + 0] = i;
+            cht[2 * c + 1] = (c - s->chunk_off[i]) * s->chunk;
+        }
+    }
+    vkla_result r = vkla__update_buffer(ctx, cmd, buf, off_seq, seqt, (uint64_t)s->n * 16);
+    if (r == VKLA_SUCCESS && chunked && s->nchunks)
+        r = vkla__update_buffer(ctx, cmd, buf, off_chunk, cht, s->nchunks * 8);
+    free(seqt);
+    free(cht);
+    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+    return r;
+}

@@ -245,6 +245,16 @@ vkla_bind vkla__bind_region(vkla_buffer *buf, uint64_t offset, uint32_t esize,
 
 uint64_t vkla__align_up(uint64_t x, uint64_t a);
 
+/* Orders an op's work after earlier vkla work in the command buffer (shared scratch, and the
+ * placeholder buffer bound to absent tensors): the first barrier every op records. */
+void vkla__order_after_earlier(vkla_context *ctx, VkCommandBuffer cmd);
+/* Varlen only (s->cu set; otherwise nothing): writes the sequence table (uvec4 per sequence:
+ * first token, length, first chunk, 0) at off_seq and, when s was made with a chunk size, the
+ * chunk table (uvec2 per chunk: sequence, first token within it) at off_chunk, with
+ * vkCmdUpdateBuffer, then a transfer-to-compute barrier. The layout of shaders/common/seqs.glsl. */
+vkla_result vkla__upload_seq_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs *s,
+                                    vkla_buffer *buf, uint64_t off_seq, uint64_t off_chunk);
+
 /* GPU timing of an op's own dispatches: records warmup+reps copies with timestamps. */
 typedef vkla_result (*vkla_record_fn)(vkla_context *ctx, VkCommandBuffer cmd, const void *args);
 vkla_result vkla__bench(vkla_context *ctx, vkla_record_fn rec, const void *args,

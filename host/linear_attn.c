@@ -203,47 +203,11 @@ void vkla__la_binds(const vkla_la_plan *p, const vkla_linear_attn_args *a, vkla_
     }
 }
 
-void vkla__la_order_after_earlier(vkla_context *ctx, VkCommandBuffer cmd)
-{
-    vkla__barrier(ctx, cmd,
-                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                      VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-                      VK_ACCESS_TRANSFER_WRITE_BIT);
-}
-
 vkla_result vkla__la_upload_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_la_plan *p,
-                                   const int32_t *cu, vkla_buffer *scr, uint64_t soff)
+                                   vkla_buffer *scr, uint64_t soff)
 {
-    if (!(p->flags & F_VARLEN))
-        return VKLA_SUCCESS;
-    /* sequence table (start, length, first chunk) and chunk table (sequence, start) */
-    uint32_t *seqt = calloc((size_t)p->N * 4, sizeof(uint32_t));
-    uint32_t *cht = p->form == VKLA_FORM_CHUNK ? calloc((size_t)p->seqs.nchunks * 2 + 2, sizeof(uint32_t)) : NULL;
-    if (!seqt || (p->form == VKLA_FORM_CHUNK && !cht)) {
-        free(seqt);
-        free(cht);
-        return vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
-    }
-    for (uint32_t i = 0; i < p->N; i++) {
-        seqt[4 * i + 0] = (uint32_t)cu[i];
-        seqt[4 * i + 1] = vkla__seq_len(&p->seqs, i);
-        seqt[4 * i + 2] = p->seqs.chunk_off ? p->seqs.chunk_off[i] : 0;
-        if (cht)
-            for (uint32_t c = p->seqs.chunk_off[i]; c < p->seqs.chunk_off[i + 1]; c++) {
-                cht[2 * c + 0] = i;
-                cht[2 * c + 1] = (c - p->seqs.chunk_off[i]) * p->C;
-            }
-    }
-    vkla__update_buffer(ctx, cmd, scr, soff + p->off_seq, seqt, (uint64_t)p->N * 16);
-    if (cht && p->seqs.nchunks)
-        vkla__update_buffer(ctx, cmd, scr, soff + p->off_chunk, cht, p->seqs.nchunks * 8);
-    free(seqt);
-    free(cht);
-    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
-    return VKLA_SUCCESS;
+    return vkla__upload_seq_tables(ctx, cmd, &p->seqs, scr, soff + p->off_seq,
+                                   soff + p->off_chunk);
 }
 
 vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const vkla_la_plan *p,
@@ -298,8 +262,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
     if ((r = vkla__plan_splits(ctx, &p.seqs, p.H, binds, B_COUNT, &splits, &nsplit)) != VKLA_SUCCESS)
         goto done;
 
-    vkla__la_order_after_earlier(ctx, cmd);
-    if ((r = vkla__la_upload_tables(ctx, cmd, &p, a->cu_seqlens, scr, soff)) != VKLA_SUCCESS)
+    vkla__order_after_earlier(ctx, cmd);
+    if ((r = vkla__la_upload_tables(ctx, cmd, &p, scr, soff)) != VKLA_SUCCESS)
         goto done;
 
     vkla_launch l;

@@ -40,12 +40,9 @@ const char *vkla__la_dtype_suffix(vkla_dtype d);
 /* The forward's bindings (B_COUNT of them) for a call whose scratch starts at scr + soff. */
 void vkla__la_binds(const vkla_la_plan *p, const vkla_linear_attn_args *a, vkla_buffer *scr,
                     uint64_t soff, vkla_bind *binds);
-/* Orders a call after earlier vkla work in the command buffer (shared scratch, and the
- * placeholder buffer bound to absent tensors). */
-void vkla__la_order_after_earlier(vkla_context *ctx, VkCommandBuffer cmd);
 /* With cu_seqlens: writes the sequence and chunk tables into scratch (then a barrier). */
 vkla_result vkla__la_upload_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_la_plan *p,
-                                   const int32_t *cu, vkla_buffer *scr, uint64_t soff);
+                                   vkla_buffer *scr, uint64_t soff);
 /* Chunk form steps 1 and 2: each chunk's state contribution and total decay, then the state
  * pass (the state entering each chunk; ht and zt when the plan has them). */
 vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const vkla_la_plan *p,

@@ -260,7 +260,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         goto done;
     binds[BB_OUTB] = (vkla_bind){0};
 
-    vkla__la_order_after_earlier(ctx, cmd);
+    vkla__order_after_earlier(ctx, cmd);
     /* strides of q k v dout dq dk dv (the push constants have no room for them) */
     uint32_t prm[PRM_WORDS];
     memset(prm, 0, sizeof(prm));
@@ -274,7 +274,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
             prm[3 * i + d] = (uint32_t)st[d];
     }
     vkla__update_buffer(ctx, cmd, scr, fbase, prm, sizeof(prm));
-    if ((r = vkla__la_upload_tables(ctx, cmd, p, f->cu_seqlens, scr, soff)) != VKLA_SUCCESS)
+    if ((r = vkla__la_upload_tables(ctx, cmd, p, scr, soff)) != VKLA_SUCCESS)
         goto done;
     vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
                   VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);

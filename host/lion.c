@@ -274,39 +274,8 @@ vkla_bind vkla__lion_packed_bind(const vkla_lion_dims *d, vkla_buffer *scr, uint
 vkla_result vkla__lion_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_dims *d,
                               vkla_buffer *scr, uint64_t off_seq, uint64_t off_chunk)
 {
-    /* order this call's scratch use after earlier vkla work on the same scratch */
-    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                  VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-                      VK_ACCESS_TRANSFER_WRITE_BIT);
-    if (!(d->flags & F_VARLEN))
-        return VKLA_SUCCESS;
-    /* sequence table (start, length, first tile) and tile table (sequence, start) */
-    uint64_t nt = d->seqs.nchunks;
-    uint32_t *seqt = calloc((size_t)d->N * 4, sizeof(uint32_t));
-    uint32_t *cht = calloc((size_t)nt * 2 + 2, sizeof(uint32_t));
-    if (!seqt || !cht) {
-        free(seqt);
-        free(cht);
-        return vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
-    }
-    for (uint32_t i = 0; i < d->N; i++) {
-        seqt[4 * i + 0] = (uint32_t)d->seqs.cu[i];
-        seqt[4 * i + 1] = vkla__seq_len(&d->seqs, i);
-        seqt[4 * i + 2] = d->seqs.chunk_off[i];
-        for (uint32_t c = d->seqs.chunk_off[i]; c < d->seqs.chunk_off[i + 1]; c++) {
-            cht[2 * c + 0] = i;
-            cht[2 * c + 1] = (c - d->seqs.chunk_off[i]) * TILE;
-        }
-    }
-    vkla__update_buffer(ctx, cmd, scr, off_seq, seqt, (uint64_t)d->N * 16);
-    vkla__update_buffer(ctx, cmd, scr, off_chunk, cht, nt * 8 + 8);
-    free(seqt);
-    free(cht);
-    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
-    return VKLA_SUCCESS;
+    vkla__order_after_earlier(ctx, cmd);
+    return vkla__upload_seq_tables(ctx, cmd, &d->seqs, scr, off_seq, off_chunk);
 }
 
 static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_args *a,
