@@ -127,7 +127,7 @@ class LSA(torch.nn.Module):
             raise ValueError("parametrisation %r: one of %s" % (param, ", ".join(MODELS)))
         self.param, self.layers, self.d, self.backend, self.form = param, layers, d, backend, form
         gen = torch.Generator().manual_seed(seed)
-        std = init_std if init_std is not None else (0.02 if param == "FULL" else 0.1)
+        std = init_std if init_std is not None else (0.01 if param == "FULL" else 0.1)
 
         def init(*shape):
             return torch.nn.Parameter(torch.randn(*shape, generator=gen, dtype=dtype) * std)
@@ -540,6 +540,48 @@ def theory_check(opt):
     return out, worst
 
 
+def bench(opt):
+    """Time one training step (forward and backward) of an L-layer model at the given batch,
+    and the vkla LION calls alone at that shape (one forward and one backward per layer)."""
+    from vkla.torch import lion
+    d, n, B, reps = opt.d, opt.n, opt.batch, opt.steps
+    noise = Noise.uniform(1)
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for layers in opt.layers:
+        rec = {"layers": layers, "batch": B, "reps": reps}
+        for backend in ("vkla", "torch"):
+            model = LSA(opt.models[0], layers, d, backend=backend, form=opt.form)
+            opt_ = torch.optim.Adam(model.parameters(), lr=1e-4)
+            times = []
+            for r in range(reps + 1):
+                t0 = time.perf_counter()
+                x, y, _ = sample(B, noise, gen, d, n)
+                loss = 0.5 * ((model(tokens(x, y)) - y[:, -1]) ** 2).mean()
+                opt_.zero_grad()
+                loss.backward()
+                opt_.step()
+                times.append(time.perf_counter() - t0)
+            rec["step_ms_" + backend] = 1e3 * sorted(times[1:])[len(times[1:]) // 2]
+        q, k, v = (torch.randn(B, n + 1, 1, d + 1, requires_grad=True) for _ in range(3))
+        fw, bw = [], []
+        for r in range(reps + 1):
+            t0 = time.perf_counter()
+            o = lion(q, k, v, scale=1.0, form=opt.form)
+            t1 = time.perf_counter()
+            o.backward(torch.ones_like(o))
+            fw.append(t1 - t0)
+            bw.append(time.perf_counter() - t1)
+        rec["lion_fwd_ms"] = 1e3 * sorted(fw[1:])[len(fw[1:]) // 2]
+        rec["lion_bwd_ms"] = 1e3 * sorted(bw[1:])[len(bw[1:]) // 2]
+        rec["attention_share"] = (layers * (rec["lion_fwd_ms"] + rec["lion_bwd_ms"])
+                                  / rec["step_ms_vkla"])
+        rec["steps_per_s"] = 1e3 / rec["step_ms_vkla"]
+        out.append(rec)
+        print(json.dumps(rec), flush=True)
+    return out
+
+
 def parse(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m vkla.icl", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -579,6 +621,9 @@ def parse(argv=None):
                          "16384 evaluation sequences")
     ap.add_argument("--theory", action="store_true",
                     help="1-layer models at sigma_max 0, 2, 4 against SPEC 6's closed form")
+    ap.add_argument("--bench", action="store_true",
+                    help="time a training step for each --layers (median of --steps steps) and "
+                         "the LION calls alone")
     ap.add_argument("--report", metavar="JSONL", help="print the table of a results file")
     ap.add_argument("--plot", metavar="PNG", help="with --report: the plot")
     ap.add_argument("--no-progress", action="store_true")
@@ -591,7 +636,7 @@ def parse(argv=None):
     if opt.sigma_max is None:
         opt.sigma_max = [] if (opt.noise or opt.theory) else [0.0, 1.0, 2.0, 3.0, 4.0]
     if opt.lr is None:
-        opt.lr = 1e-2 if opt.quick else 2e-3
+        opt.lr = 2e-2 if opt.quick else 2e-3
     for m in opt.models:
         if m not in MODELS:
             ap.error("--models: %r is not one of %s" % (m, ", ".join(MODELS)))
@@ -605,6 +650,9 @@ def main(argv=None):
     opt = parse(argv)
     if opt.report:
         print(report(opt.report, opt.plot))
+        return 0
+    if opt.bench:
+        bench(opt)
         return 0
     if opt.theory:
         _, worst = theory_check(opt)
