@@ -24,7 +24,8 @@ def test_data_and_tokens():
     w = torch.linalg.lstsq(x[:, :-1], y[:, :-1, None]).solution[..., 0]
     assert torch.allclose(torch.einsum("btd,bd->bt", x, w), y, atol=1e-10)   # noiseless: exact
     e = icl.tokens(x, y)
-    assert e.shape == (64, 7, 5) and (e[:, -1, -1] == 0).all() and (e[:, :-1, -1] == y[:, :-1]).all()
+    assert e.shape == (64, 7, 5) and (e[:, -1, -1] == 0).all()
+    assert (e[:, :-1, -1] == y[:, :-1]).all()
 
 
 def test_training_path_matches_float64_pytorch():

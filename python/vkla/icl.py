@@ -211,9 +211,8 @@ def train(models, noises, steps, batch=2048, lr=1e-3, seed=0, warmup=None, clip=
     gens = [torch.Generator().manual_seed(seed * 7919 + 17 * i + 1) for i in range(len(models))]
     warmup = max(1, steps // 20) if warmup is None else warmup
     history = []
-    it = range(steps)
     bar = _bar(steps, desc) if progress else None
-    for step in it:
+    for step in range(steps):
         data = [sample(batch, nz, g, d, n) for nz, g in zip(noises, gens)]
         es = torch.stack([tokens(x, y) for x, y, _ in data])
         target = torch.stack([y[:, -1] for _, y, _ in data])
@@ -245,7 +244,7 @@ def _bar(total, desc):
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
-def ridge_parts(x, y, d=None):
+def ridge_parts(x, y):
     """Per sequence: eigenvalues of X^T X, (U^T x_t), (U^T X^T y), so that the ridge prediction
     for any lambda is sum(a * b / (ev + lambda)); also the OLS residual sum of squares."""
     X, yc, xt = x[:, :-1], y[:, :-1], x[:, -1]
@@ -272,7 +271,7 @@ def adaptive_lambda(parts, n, d):
     return parts[3] / (n - d)
 
 
-def tune_baselines(noise, sequences, batch, d, n, progress=None):
+def tune_baselines(noise, sequences, batch, d, n):
     """ConstRR's lambda and TunedRR's (factor, cap), by grid search then refinement on
     sequences separate from the evaluation ones."""
     parts, targets = [], []
@@ -413,7 +412,7 @@ def run_table(opt):
         todo_b = [b for b in opt.baselines if (b, 0, noise.name, None, 0) not in done]
         if todo_b:
             t0 = time.time()
-            tuned = (tune_baselines(noise, opt.tune_sequences, opt.eval_batch, d, n, progress)
+            tuned = (tune_baselines(noise, opt.tune_sequences, opt.eval_batch, d, n)
                      if {"ConstRR", "TunedRR"} & set(todo_b) else None)
             preds, info = baseline_predictors(noise, tuned, d, n)
             preds = {k: v for k, v in preds.items() if k in todo_b}
