@@ -33,25 +33,74 @@ const uint NRL = TW / RB;
 const uint NL = NRL * NCL;
 
 shared float s_G[TW * TW];            // masked q.k scores, then partial sums
-shared float s_a[TW], s_e[TW], s_p[TW], s_x[TW], s_r[TW];
+shared float s_a[TW];
+// the log factors of the forms in their order: E, X, R, P (exclusive/inclusive prefix and
+// suffix sums of a inside each chunk)
+shared float s_f[4][TW];
 shared float s_t[4][TW];              // RF, RB, CF, CB
 
 uint prow(uint b, uint t, uint h, uint X) { return ((b * pc.T + t) * pc.H + h) * X; }
 // do' rows (binding 9) with the o slot's strides
 uint do_row(uint b, uint t, uint h) { return pc.z_base + b * pc.o_sb + t * pc.o_st + h * pc.o_sh; }
 
-// The four bilinear forms: f = 0 RF (do', Sq forward, q, e^E), 1 RB (do', Sq backward, q, e^X),
-// 2 CF (v', Dk backward, k, e^R), 3 CB (v', Dk forward, k, e^P). One loop body for all four
-// keeps the unrolled code (and the JIT time) small; the buffer choice is uniform.
-vec4 ld_x(uint f, uint i) { return f < 2u ? z4_buf[i] : v4_buf[i]; }
-vec4 ld_s(uint f, uint i) { return f < 2u ? st4_buf[i] : s2_buf[i]; }
-vec4 ld_y(uint f, uint i) { return f < 2u ? q4_buf[i] : k4_buf[i]; }
-uint x_row(uint f, uint b, uint t, uint h) { return f < 2u ? do_row(b, t, h) : v_row(b, t, h); }
-uint y_row(uint f, uint b, uint t, uint h) { return f < 2u ? q_row(b, t, h) : k_row(b, t, h); }
-float log_factor(uint f, uint i)
-{
-    return f == 0u ? s_e[i] : f == 1u ? s_x[i] : f == 2u ? s_r[i] : s_p[i];
-}
+// The four bilinear forms, in two pairs that share their rows and buffers:
+//   f = 0 RF (do', Sq forward, q, e^E), 1 RB (do', Sq backward, q, e^X),
+//   f = 2 CF (v', Dk backward, k, e^R), 3 CB (v', Dk forward, k, e^P).
+// part[r] = sum over the state columns of (x_r^T S) . y_r for the lane's rows, S the state
+// entering the rows' chunk; the lanes' parts (times scale e^factor) are added into s_t[f].
+// One expansion per pair, with its buffers fixed: choosing the buffers by the form index
+// inside one body makes the CPU driver load from both.
+#define FORM_PAIR(XB, XROW, SB, SBASE, YB, YROW, F0)                                            \
+    [[dont_unroll]] for (uint f_ = (F0); f_ < (F0) + 2u; f_++) {                                \
+        const uint dir_ = f_ == 1u || f_ == 2u ? 1u : 0u;                                      \
+        const uint srow_ = (SBASE) + (sslot * 2u + dir_) * Xv * Kp;                             \
+        float part_[RB];                                                                        \
+        uint xr_[RB], yr_[RB];                                                                  \
+        [[unroll]] for (uint r_ = 0u; r_ < RB; r_++) {                                          \
+            xr_[r_] = XROW(b, tb + min(i0 + r_, L - 1u), h);                                    \
+            yr_[r_] = YROW(b, tb + min(i0 + r_, L - 1u), h);                                    \
+            part_[r_] = 0.0;                                                                    \
+        }                                                                                       \
+        [[dont_unroll]] for (uint c0_ = j0; c0_ < Kp; c0_ += TW) {                              \
+            [[unroll]] for (uint r_ = 0u; r_ < RB; r_++)                                        \
+                [[unroll]] for (uint x_ = 0u; x_ < CB; x_++)                                    \
+                    acc[r_][x_] = 0.0;                                                          \
+            [[dont_unroll]] for (uint v_ = 0u; v_ < pc.V; v_ += 4u) {                           \
+                vec4 sv_[4][CB / 4u];                                                           \
+                [[unroll]] for (uint vv_ = 0u; vv_ < 4u; vv_++)                                 \
+                    [[unroll]] for (uint x4_ = 0u; x4_ < CB / 4u; x4_++)                        \
+                        sv_[vv_][x4_] =                                                         \
+                            SB[(srow_ + (v_ + vv_) * Kp + min(c0_ + 4u * x4_, Kp - 4u)) >> 2u]; \
+                [[unroll]] for (uint r_ = 0u; r_ < RB; r_++) {                                  \
+                    const vec4 xa_ = XB[(xr_[r_] + v_) >> 2u];                                  \
+                    [[unroll]] for (uint vv_ = 0u; vv_ < 4u; vv_++)                             \
+                        [[unroll]] for (uint x4_ = 0u; x4_ < CB / 4u; x4_++) {                  \
+                            const vec4 u_ = xa_[vv_] * sv_[vv_][x4_];                           \
+                            acc[r_][4u * x4_] += u_.x;                                          \
+                            acc[r_][4u * x4_ + 1u] += u_.y;                                     \
+                            acc[r_][4u * x4_ + 2u] += u_.z;                                     \
+                            acc[r_][4u * x4_ + 3u] += u_.w;                                     \
+                        }                                                                       \
+                }                                                                               \
+            }                                                                                   \
+            [[unroll]] for (uint r_ = 0u; r_ < RB; r_++)                                        \
+                [[unroll]] for (uint x4_ = 0u; x4_ < CB / 4u; x4_++) {                          \
+                    const uint cc_ = c0_ + 4u * x4_;                                            \
+                    const vec4 y_ = YB[(yr_[r_] + min(cc_, Kp - 4u)) >> 2u];                    \
+                    part_[r_] += cc_ < Kp ? dot(ROW4(acc, r_, x4_), y_) : 0.0;                  \
+                }                                                                               \
+        }                                                                                       \
+        barrier();                                                                              \
+        [[unroll]] for (uint r_ = 0u; r_ < RB; r_++)                                            \
+            s_G[ci * TW + i0 + r_] = part_[r_] * exp(s_f[f_][i0 + r_]);                         \
+        barrier();                                                                              \
+        for (uint u_ = lid; u_ < TW; u_ += NL) {                                                \
+            float sum_ = 0.0;                                                                   \
+            for (uint k_ = 0u; k_ < NCL; k_++)                                                  \
+                sum_ += s_G[k_ * TW + u_];                                                      \
+            s_t[f_][u_] += pc.scale * sum_;                                                     \
+        }                                                                                       \
+    }
 
 void main()
 {
@@ -76,15 +125,15 @@ void main()
         for (uint u = 0u; u < TW; u += C) {
             float run = 0.0;
             for (uint j = u; j < u + C; j++) {
-                s_e[j] = run;
+                s_f[0][j] = run;
                 run += s_a[j];
-                s_p[j] = run;
+                s_f[3][j] = run;
             }
             run = 0.0;
             for (uint j = u + C; j > u; j--) {
-                s_x[j - 1u] = run;
+                s_f[1][j - 1u] = run;
                 run += s_a[j - 1u];
-                s_r[j - 1u] = run;
+                s_f[2][j - 1u] = run;
             }
         }
     }
@@ -117,7 +166,7 @@ void main()
             [[unroll]] for (uint x = 0u; x < CB; x++) {
                 const uint j = j0 + x;
                 const bool inside = i / C == j / C && i != j && i < L && j < L;
-                const float m = exp(i > j ? s_e[i] - s_e[j] : s_p[j] - s_p[i]);
+                const float m = exp(i > j ? s_f[0][i] - s_f[0][j] : s_f[3][j] - s_f[3][i]);
                 s_G[i * TW + j] = inside ? acc[0][x] * m : 0.0;
             }
             ROTATE_ROWS(acc, CB)
@@ -187,60 +236,9 @@ void main()
     }
 
     // ---- inter-chunk: the four bilinear forms with the states entering each chunk ----
-    // part[r] = sum over the state columns of (x_r^T S) . y_r for the lane's rows, S the state
-    // entering the rows' chunk
     const uint sslot = h * pc.ntiles * nsub + c * nsub + i0 / C;
-    [[dont_unroll]] for (uint f = 0u; f < 4u; f++) {
-        const uint dir = f == 1u || f == 2u ? 1u : 0u;
-        const uint srow = (f < 2u ? pc.st_base : S2_BASE) + (sslot * 2u + dir) * Xv * Kp;
-        float part[RB];
-        uint xr[RB], yr[RB];
-        [[unroll]] for (uint r = 0u; r < RB; r++) {
-            xr[r] = x_row(f, b, tb + min(i0 + r, L - 1u), h);
-            yr[r] = y_row(f, b, tb + min(i0 + r, L - 1u), h);
-            part[r] = 0.0;
-        }
-        [[dont_unroll]] for (uint c0 = j0; c0 < Kp; c0 += TW) {
-            [[unroll]] for (uint r = 0u; r < RB; r++)
-                [[unroll]] for (uint x = 0u; x < CB; x++)
-                    acc[r][x] = 0.0;
-            [[dont_unroll]] for (uint v = 0u; v < pc.V; v += 4u) {
-                vec4 sv[4][CB / 4u];
-                [[unroll]] for (uint vv = 0u; vv < 4u; vv++)
-                    [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++)
-                        sv[vv][x4] =
-                            ld_s(f, (srow + (v + vv) * Kp + min(c0 + 4u * x4, Kp - 4u)) >> 2u);
-                [[unroll]] for (uint r = 0u; r < RB; r++) {
-                    const vec4 xa = ld_x(f, (xr[r] + v) >> 2u);
-                    [[unroll]] for (uint vv = 0u; vv < 4u; vv++)
-                        [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
-                            const vec4 u = xa[vv] * sv[vv][x4];
-                            acc[r][4u * x4] += u.x;
-                            acc[r][4u * x4 + 1u] += u.y;
-                            acc[r][4u * x4 + 2u] += u.z;
-                            acc[r][4u * x4 + 3u] += u.w;
-                        }
-                }
-            }
-            [[unroll]] for (uint r = 0u; r < RB; r++)
-                [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
-                    const uint cc = c0 + 4u * x4;
-                    const vec4 y = ld_y(f, (yr[r] + min(cc, Kp - 4u)) >> 2u);
-                    part[r] += cc < Kp ? dot(ROW4(acc, r, x4), y) : 0.0;
-                }
-        }
-        // add the lanes' part[] (times scale e^factor) into s_t[f]
-        barrier();
-        [[unroll]] for (uint r = 0u; r < RB; r++)
-            s_G[ci * TW + i0 + r] = part[r] * exp(log_factor(f, i0 + r));
-        barrier();
-        for (uint u = lid; u < TW; u += NL) {
-            float sum = 0.0;
-            for (uint k = 0u; k < NCL; k++)
-                sum += s_G[k * TW + u];
-            s_t[f][u] += pc.scale * sum;
-        }
-    }
+    FORM_PAIR(z4_buf, do_row, st4_buf, pc.st_base, q4_buf, q_row, 0u)
+    FORM_PAIR(v4_buf, v_row, s2_buf, S2_BASE, k4_buf, k_row, 2u)
     barrier();
 
     for (uint u = lid; u < L; u += NL) {
