@@ -10,6 +10,12 @@
 // With F_TRANS (backward pass) the mask is M^T: E and P swap roles and X becomes the
 // inclusive suffix R (see chunk_state.comp). With F_STATE_T (backward pass) the states are
 // read transposed: those chunk_state wrote for the product with the roles of K and V swapped.
+// With F_TERMS (backward pass, products without STATE_T) the kernel also writes the inter-chunk
+// terms of the log-decay gradient (bwd_gate.comp): with O^F_i, O^B_i the two state parts of
+// output row i and y_i the row of binding 9 (the o slot's strides, pc.V columns), the bilinear
+// forms pF_i = scale O^F_i . y_i and pB_i = scale O^B_i . y_i, as the pair (pF - pB, pF), or
+// with TRANS (pF - pB, -pB), into slot 1 + vt (TRANS: 1 + V tiles + vt) of the rows of
+// binding 10 (pairs [B, T, H, 1 + 2 V tiles], base in push word eps).
 // A workgroup covers a 64-token tile of a sequence, i.e. 64 / C chunks (C = 16, 32 or 64): the
 // score block is computed for the whole tile and masked to the diagonal C x C blocks.
 // Grid: x = V tiles of TW, y = heads, z = 64-token tiles.
@@ -25,6 +31,16 @@ const uint NL = (TW / RB) * NCL;
 shared vec4 s_A[TW * TW / 4u];       // masked scores, row-major
 shared float s_a[TW];
 shared vec4 s_e4[TW / 4u], s_p4[TW / 4u], s_x4[TW / 4u];
+
+layout(std430, binding = 10) writeonly buffer TMB { float tm_buf[]; };
+
+// Elements i..i+3 of a row of binding 9 with pc.V columns (4-aligned rows), zero past them.
+vec4 ld_y4(uint row, uint i)
+{
+    const uint n4 = align4(pc.V);
+    const vec4 x = z4_buf[(row + min(i, n4 - 4u)) >> 2u];
+    return i < n4 ? x : vec4(0.0);
+}
 
 void main()
 {
@@ -127,52 +143,87 @@ void main()
     }
 
     // past and future through the two states
-    [[dont_unroll]] for (uint k = 0u; k < pc.K; k += 4u) {
-        vec4 sf[4][CB / 4u], sb[4][CB / 4u];
-        if (STATE_T) {
-            // the states stored transposed ([Va][Kp] per direction): one vector along K per
-            // column, regrouped into the same sf/sb layout
-            const uint bf = pc.st_base + sbase * Va + k, bb = bf + Kp * Va;
-            [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++)
-                [[unroll]] for (uint e = 0u; e < 4u; e++) {
-                    const uint cx = min(col0 + 4u * x4 + e, Va - 1u);
-                    const vec4 tf = st4_buf[(bf + cx * Kp) >> 2u];
-                    const vec4 tb = st4_buf[(bb + cx * Kp) >> 2u];
-                    [[unroll]] for (uint kk = 0u; kk < 4u; kk++) {
-                        sf[kk][x4][e] = tf[kk];
-                        sb[kk][x4][e] = tb[kk];
-                    }
+    float pf[RB], pt[RB];   // F_TERMS: the forward state part and both parts dotted with y_i
+    if (TERMS) {
+        // one state per pass, the forms taken between the passes
+        [[dont_unroll]] for (uint d = 0u; d < 2u; d++) {
+            [[dont_unroll]] for (uint k = 0u; k < pc.K; k += 4u) {
+                vec4 sv[4][CB / 4u];
+                [[unroll]] for (uint kk = 0u; kk < 4u; kk++) {
+                    const uint rs = pc.st_base + (sbase + d * Kp + k + kk) * Va + col0;
+                    [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++)
+                        sv[kk][x4] = st4_buf[(rs + min(col0 + 4u * x4, Va - 4u) - col0) >> 2u];
                 }
-        } else {
-            [[unroll]] for (uint kk = 0u; kk < 4u; kk++) {
-                const uint rf = pc.st_base + (sbase + k + kk) * Va + col0;
-                const uint rb = rf + Kp * Va;
-                // columns past Va read a valid column instead: they only feed outputs never
-                // stored
-                [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
-                    const uint cx = min(col0 + 4u * x4, Va - 4u) - col0;
-                    sf[kk][x4] = st4_buf[(rf + cx) >> 2u];
-                    sb[kk][x4] = st4_buf[(rb + cx) >> 2u];
+                [[unroll]] for (uint r = 0u; r < RB; r++) {
+                    const vec4 qd = ld_q4(qr[r], k) * (d == 0u ? fe[r] : fx[r]);
+                    [[unroll]] for (uint kk = 0u; kk < 4u; kk++)
+                        [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
+                            const vec4 u = qd[kk] * sv[kk][x4];
+                            acc[r][4u * x4] += u.x;
+                            acc[r][4u * x4 + 1u] += u.y;
+                            acc[r][4u * x4 + 2u] += u.z;
+                            acc[r][4u * x4 + 3u] += u.w;
+                        }
                 }
             }
+            [[unroll]] for (uint r = 0u; r < RB; r++) {
+                const uint yr = pc.z_base + b * pc.o_sb + (tb + min(i0 + r, L - 1u)) * pc.o_st +
+                                h * pc.o_sh;
+                float y = 0.0;
+                [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++)
+                    y += dot(ROW4(acc, r, x4), ld_y4(yr, col0 + 4u * x4));
+                pf[r] = d == 0u ? y : pf[r];
+                pt[r] = y;
+            }
         }
-        vec4 zf = vec4(0.0), zb = vec4(0.0);
-        if (NORMALIZE) {
-            zf = z4_buf[(pc.z_base + sbase + k) >> 2u];
-            zb = z4_buf[(pc.z_base + sbase + Kp + k) >> 2u];
-        }
-        [[unroll]] for (uint r = 0u; r < RB; r++) {
-            const vec4 q = ld_q4(qr[r], k);
-            const vec4 qf = q * fe[r], qb = q * fx[r];
-            den[r] += dot(qf, zf) + dot(qb, zb);
-            [[unroll]] for (uint kk = 0u; kk < 4u; kk++)
-                [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
-                    const vec4 u = qf[kk] * sf[kk][x4] + qb[kk] * sb[kk][x4];
-                    acc[r][4u * x4] += u.x;
-                    acc[r][4u * x4 + 1u] += u.y;
-                    acc[r][4u * x4 + 2u] += u.z;
-                    acc[r][4u * x4 + 3u] += u.w;
+    } else {
+        [[dont_unroll]] for (uint k = 0u; k < pc.K; k += 4u) {
+            vec4 sf[4][CB / 4u], sb[4][CB / 4u];
+            if (STATE_T) {
+                // the states stored transposed ([Va][Kp] per direction): one vector along K per
+                // column, regrouped into the same sf/sb layout
+                const uint bf = pc.st_base + sbase * Va + k, bb = bf + Kp * Va;
+                [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++)
+                    [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                        const uint cx = min(col0 + 4u * x4 + e, Va - 1u);
+                        const vec4 tf = st4_buf[(bf + cx * Kp) >> 2u];
+                        const vec4 tb = st4_buf[(bb + cx * Kp) >> 2u];
+                        [[unroll]] for (uint kk = 0u; kk < 4u; kk++) {
+                            sf[kk][x4][e] = tf[kk];
+                            sb[kk][x4][e] = tb[kk];
+                        }
+                    }
+            } else {
+                [[unroll]] for (uint kk = 0u; kk < 4u; kk++) {
+                    const uint rf = pc.st_base + (sbase + k + kk) * Va + col0;
+                    const uint rb = rf + Kp * Va;
+                    // columns past Va read a valid column instead: they only feed outputs never
+                    // stored
+                    [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
+                        const uint cx = min(col0 + 4u * x4, Va - 4u) - col0;
+                        sf[kk][x4] = st4_buf[(rf + cx) >> 2u];
+                        sb[kk][x4] = st4_buf[(rb + cx) >> 2u];
+                    }
                 }
+            }
+            vec4 zf = vec4(0.0), zb = vec4(0.0);
+            if (NORMALIZE) {
+                zf = z4_buf[(pc.z_base + sbase + k) >> 2u];
+                zb = z4_buf[(pc.z_base + sbase + Kp + k) >> 2u];
+            }
+            [[unroll]] for (uint r = 0u; r < RB; r++) {
+                const vec4 q = ld_q4(qr[r], k);
+                const vec4 qf = q * fe[r], qb = q * fx[r];
+                den[r] += dot(qf, zf) + dot(qb, zb);
+                [[unroll]] for (uint kk = 0u; kk < 4u; kk++)
+                    [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
+                        const vec4 u = qf[kk] * sf[kk][x4] + qb[kk] * sb[kk][x4];
+                        acc[r][4u * x4] += u.x;
+                        acc[r][4u * x4 + 1u] += u.y;
+                        acc[r][4u * x4 + 2u] += u.z;
+                        acc[r][4u * x4 + 3u] += u.w;
+                    }
+            }
         }
     }
 
@@ -181,4 +232,33 @@ void main()
     const uint jhi = min(jlo + C, L);
     AV_BLOCK(s_A, i0, jlo, jhi, tb, L - 1u, h, b, col0, acc, den)
     STORE_BLOCK(i0, L, tb, h, b, col0, acc, den)
+
+    if (TERMS) {
+        // the lanes' forms summed over their column groups (s_A is free after AV_BLOCK)
+        barrier();
+        [[unroll]] for (uint r4 = 0u; r4 < RB / 4u; r4++) {
+            vec4 w, x;
+            [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                const float fb = pt[4u * r4 + e] - pf[4u * r4 + e];
+                w[e] = pf[4u * r4 + e] - fb;
+                x[e] = TRANS ? -fb : pf[4u * r4 + e];
+            }
+            s_A[(ci * TW + i0) / 4u + r4] = w;
+            s_A[((NCL + ci) * TW + i0) / 4u + r4] = x;
+        }
+        barrier();
+        const uint nvt = (pc.V + TW - 1u) / TW, nslot = 1u + 2u * nvt;
+        const uint tslot = 1u + (TRANS ? nvt : 0u) + vt;
+        for (uint u = lid; u < L; u += NL) {
+            float w = 0.0, x = 0.0;
+            for (uint k = 0u; k < NCL; k++) {
+                w += s_A[(k * TW + u) / 4u][u & 3u];
+                x += s_A[((NCL + k) * TW + u) / 4u][u & 3u];
+            }
+            const uint o = floatBitsToUint(pc.eps) +
+                           (((b * pc.T + tb + u) * pc.H + h) * nslot + tslot) * 2u;
+            tm_buf[o] = pc.scale * w;
+            tm_buf[o + 1u] = pc.scale * x;
+        }
+    }
 }
