@@ -7,9 +7,9 @@
  *   dv = product(x = k,   y = q,  w = do', M^T)  (over the first V columns of do' only),
  * with v' = v and do' = dout, or under normalize v' = [v, 1] and do' the gradient of the
  * augmented output (bwd_prep.comp, after one forward product for o and the denominators).
- * The log-decay gradients come from per-token terms (their intra-chunk parts from bwd_gate.comp,
- * their inter-chunk parts from the dq and dk outputs, which dot their state parts with q and k:
- * F_TERMS in chunk_output.comp) and a reverse cumulative sum per sequence (bwd_dg.comp). */
+ * The log-decay gradients come from per-token terms, which the dq and dk outputs form next to
+ * their gradients (F_TERMS in chunk_output.comp: the state parts dotted with q and k, and in
+ * dq's the intra-chunk block), and a reverse cumulative sum per sequence (bwd_dg.comp). */
 #include "lion_common.h"
 
 #include <stdlib.h>
@@ -30,7 +30,7 @@ typedef struct bplan {
     vkla_lion_dims d;
     uint32_t Kp, Vx, Xv;    /* K rounded up to 4; value width (+1 with normalize), rounded */
     bool gate;              /* dg or dg_gamma requested */
-    uint32_t nterm;         /* term pairs per token: bwd_gate's, then per K tile dq's and dk's */
+    uint32_t nterm;         /* term pairs per token: per K tile dq's, then dk's */
     uint64_t off_seq, off_chunk;
     uint64_t off[R_COUNT];  /* UINT64_MAX = region not used */
     /* the caller's tensor where the kernels can use it as is (f32 rows of 4-aligned length,
@@ -165,7 +165,7 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_backward_args *a
      * get a region each rather than the shared placeholder buffer */
     size[R_SINK0] = size[R_SINK1] = 4;
     if (p->gate) {
-        p->nterm = 1 + 2 * ((d->K + TILE - 1) / TILE);
+        p->nterm = 2 * ((d->K + TILE - 1) / TILE);
         size[R_PAIRS] = rows * 2 * p->nterm;
         size[R_PART] = (uint64_t)d->N * d->H;
     }
@@ -346,31 +346,6 @@ static vkla_result output(const rec *c, int x, int y, int w, int out, uint32_t l
                           (trans ? F_TRANS : 0) | (state_t ? F_STATE_T : 0), sr);
 }
 
-/* The intra-chunk parts of the per-token terms of the log-decay gradients (bwd_gate.comp). */
-static vkla_result gate_terms(const rec *c)
-{
-    const bplan *p = c->p;
-    vkla_pipeline *pg;
-    vkla_result r = vkla__lion_pipeline(c->ctx, "bwd_gate", -1, c->tile_lanes, c->rb, 1, B_COUNT,
-                                        &pg);
-    if (r != VKLA_SUCCESS)
-        return r;
-    vkla_launch l;
-    vkla_bind binds[B_COUNT];
-    launch_init(c, &l, binds, p->nterm);
-    /* q, k, v' in their slots; dout' in binding 9 with the o slot's strides */
-    const int regs[4] = {R_Q, R_K, R_V, R_DO};
-    uint64_t st[VKLA_MAX_DIMS];
-    for (int i = 0; i < 4; i++) {
-        binds[i < 3 ? B_Q + i : B_Z] = region(c, regs[i], row_len(p, regs[i]), st);
-        vkla__lion_set_strides(&l, i, st);
-    }
-    binds[B_O] = region(c, R_PAIRS, row_len(p, R_PAIRS), NULL);
-    l.push[W_V] = p->Vx;
-    l.pipe = pg;
-    return go(c, &l);
-}
-
 /* dg and dg_gamma from the per-token terms of gate_terms(). */
 static vkla_result decay_grads(const rec *c, const vkla_lion_backward_args *a)
 {
@@ -520,8 +495,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         goto done;
     vkla__compute_barrier(ctx, cmd);
     /* dq = product(do', v', k; M), dk = product(v', do', q; M^T) (with the decay gradient's
-     * inter-chunk terms: their state parts dotted with q and k), dv = product(k, q, do'; M^T)
-     * over the V columns of do' only, the intra-chunk terms */
+     * terms), dv = product(k, q, do'; M^T) over the V columns of do' only */
     const int tq = gate ? R_Q : -1, tk = gate ? R_K : -1;
     if (((want_dq || gate) &&
          (r = output(&c, R_DO, R_V, R_K, R_DQ, p.Vx, d->K, false, false, R_SQ, tq)) !=
@@ -530,8 +504,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
          (r = output(&c, R_V, R_DO, R_Q, R_DK, p.Vx, d->K, true, false, R_DKS, tk)) !=
              VKLA_SUCCESS) ||
         (want_dv && (r = output(&c, R_K, R_Q, R_DO, R_DV, d->K, d->V, true, true, R_DKS, -1)) !=
-                        VKLA_SUCCESS) ||
-        (gate && (r = gate_terms(&c)) != VKLA_SUCCESS))
+                        VKLA_SUCCESS))
         goto done;
     vkla__compute_barrier(ctx, cmd);
     if ((want_dq && (r = copy_rows(&c, false, &a->dq, R_DQ, d->K, p.Kp, false)) != VKLA_SUCCESS) ||

@@ -1,7 +1,7 @@
 #version 450
 // LION backward: the log-decay gradients from the per-token terms.
-// With w_u, r_u of token u (binding 8: pc.xs pairs [B, T, H, xs, 2] that add up to them, the
-// intra-chunk parts of bwd_gate.comp and the inter-chunk ones of chunk_output.comp), the
+// With w_u, r_u of token u (binding 8: pc.xs pairs [B, T, H, xs, 2] that add up to them, which
+// the dq and dk outputs write: F_TERMS in chunk_output.comp), the
 // gradient of token t's log decay is da_t = sum_(u >= t) w_u - r_u over its own sequence: a
 // reverse cumulative sum (each lane takes a contiguous 64th of the sequence: few barriers
 // however long the sequence).

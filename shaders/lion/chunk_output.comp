@@ -10,12 +10,19 @@
 // With F_TRANS (backward pass) the mask is M^T: E and P swap roles and X becomes the
 // inclusive suffix R (see chunk_state.comp). With F_STATE_T (backward pass) the states are
 // read transposed: those chunk_state wrote for the product with the roles of K and V swapped.
-// With F_TERMS (backward pass, products without STATE_T) the kernel also writes the inter-chunk
-// terms of the log-decay gradient (bwd_gate.comp): with O^F_i, O^B_i the two state parts of
-// output row i and y_i the row of binding 9 (the o slot's strides, pc.V columns), the bilinear
-// forms pF_i = scale O^F_i . y_i and pB_i = scale O^B_i . y_i, as the pair (pF - pB, pF), or
-// with TRANS (pF - pB, -pB), into slot 1 + vt (TRANS: 1 + V tiles + vt) of the rows of
-// binding 10 (pairs [B, T, H, 1 + 2 V tiles], base in push word eps).
+// With F_TERMS (backward pass, products without STATE_T) the kernel also writes the per-token
+// terms of the log-decay gradient. With G_ij = scale (q_i . k_j) (do'_i . v'_j) M_ij and
+//   RF_i = sum_(j<i) G_ij,  RB_i = sum_(j>i) G_ij,  CF_j = sum_(i>j) G_ij,  CB_j = sum_(i<j) G_ij,
+// the gradient of token t's log decay is da_t = sum_(u>t) (RF_u - CF_u) + sum_(u>=t) (CB_u - RB_u)
+// (docs/lion.md, "Decay gradients"); bwd_dg.comp needs w = RF - CF + CB - RB and r = RF - CF.
+// Outside the chunk, RF_i and RB_i are the two state parts O^F_i, O^B_i of dq's output row i
+// dotted with q_i, CB_j and CF_j those of dk's row j dotted with k_j: the two states run in
+// separate passes and pF_i = scale O^F_i . y_i, pB_i = scale O^B_i . y_i with y_i the row of
+// binding 9 (q or k: the o slot's strides, pc.V columns). Inside the chunk, dq's product (its
+// score block is do' . v' masked with M) adds the row and column sums of G, with the q . k block
+// of binding 9 and the v slot (k). The pairs go to slot vt (TRANS: V tiles + vt) of the
+// 2 x V tiles pairs per token of binding 10 ([B, T, H, slots, 2], base in push word eps):
+// dq's (pF - pB + intra w, pF + intra r), dk's (pF - pB, -pB).
 // A workgroup covers a 64-token tile of a sequence, i.e. 64 / C chunks (C = 16, 32 or 64): the
 // score block is computed for the whole tile and masked to the diagonal C x C blocks.
 // Grid: x = V tiles of TW, y = heads, z = 64-token tiles.
@@ -26,7 +33,8 @@
 #include "common.glsl"
 
 const uint NCL = TW / CB;
-const uint NL = (TW / RB) * NCL;
+const uint NRL = TW / RB;
+const uint NL = NRL * NCL;
 
 shared vec4 s_A[TW * TW / 4u];       // masked scores, row-major
 shared float s_a[TW];
@@ -234,7 +242,58 @@ void main()
     STORE_BLOCK(i0, L, tb, h, b, col0, acc, den)
 
     if (TERMS) {
-        // the lanes' forms summed over their column groups (s_A is free after AV_BLOCK)
+        // the intra-chunk parts (dq's product, first tile): G_ij / scale = (q_i . k_j) s_A_ij off
+        // the diagonal (s_A holds (do'_i . v'_j) M_ij inside the chunks, zero elsewhere), its row
+        // sums left (RF) and right (RB) of the diagonal, column sums below (CF) and above (CB)
+        const bool intra = !TRANS && vt == 0u;
+        float rl[RB], ru[RB], cl[CB], cu[CB];
+        [[unroll]] for (uint r = 0u; r < RB; r++) {
+            rl[r] = 0.0;
+            ru[r] = 0.0;
+        }
+        [[unroll]] for (uint x = 0u; x < CB; x++) {
+            cl[x] = 0.0;
+            cu[x] = 0.0;
+        }
+        if (intra) {
+            // q rows in binding 9 (o strides), k rows in the v slot, both pc.V wide
+            uint yr[RB], kr[CB];
+            [[unroll]] for (uint r = 0u; r < RB; r++) {
+                yr[r] = pc.z_base + b * pc.o_sb + (tb + min(i0 + r, L - 1u)) * pc.o_st +
+                        h * pc.o_sh;
+                [[unroll]] for (uint x = 0u; x < CB; x++)
+                    acc[r][x] = 0.0;
+            }
+            [[unroll]] for (uint x = 0u; x < CB; x++)
+                kr[x] = v_row(b, tb + min(j0 + x, L - 1u), h);
+            [[dont_unroll]] for (uint k = 0u; k < pc.V; k += 4u) {
+                vec4 qa[RB], ka[CB];
+                [[unroll]] for (uint r = 0u; r < RB; r++)
+                    qa[r] = ld_y4(yr[r], k);
+                [[unroll]] for (uint x = 0u; x < CB; x++)
+                    ka[x] = ld_v4(kr[x], k);
+                [[unroll]] for (uint r = 0u; r < RB; r++)
+                    [[unroll]] for (uint x = 0u; x < CB; x++)
+                        acc[r][x] += dot(qa[r], ka[x]);
+            }
+            [[unroll]] for (uint r = 0u; r < RB; r++)
+                [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
+                    const vec4 sa = s_A[((i0 + r) * TW + j0) / 4u + x4];
+                    [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                        const uint x = 4u * x4 + e;
+                        const float g = acc[r][x] * sa[e];
+                        if (j0 + x < i0 + r) {
+                            rl[r] += g;
+                            cl[x] += g;
+                        } else if (j0 + x > i0 + r) {
+                            ru[r] += g;
+                            cu[x] += g;
+                        }
+                    }
+                }
+        }
+        // the lanes' forms and intra-chunk sums summed over their column (row) groups in s_A
+        // (free after the reads above): [w, x, RF, RB] x NCL x TW, then [CF, CB] x NRL x TW
         barrier();
         [[unroll]] for (uint r4 = 0u; r4 < RB / 4u; r4++) {
             vec4 w, x;
@@ -245,20 +304,36 @@ void main()
             }
             s_A[(ci * TW + i0) / 4u + r4] = w;
             s_A[((NCL + ci) * TW + i0) / 4u + r4] = x;
+            s_A[((2u * NCL + ci) * TW + i0) / 4u + r4] = vec4(rl[4u * r4], rl[4u * r4 + 1u],
+                                                            rl[4u * r4 + 2u], rl[4u * r4 + 3u]);
+            s_A[((3u * NCL + ci) * TW + i0) / 4u + r4] = vec4(ru[4u * r4], ru[4u * r4 + 1u],
+                                                            ru[4u * r4 + 2u], ru[4u * r4 + 3u]);
+        }
+        [[unroll]] for (uint x4 = 0u; x4 < CB / 4u; x4++) {
+            s_A[(4u * NCL * TW + ri * TW + j0) / 4u + x4] =
+                vec4(cl[4u * x4], cl[4u * x4 + 1u], cl[4u * x4 + 2u], cl[4u * x4 + 3u]);
+            s_A[(4u * NCL * TW + (NRL + ri) * TW + j0) / 4u + x4] =
+                vec4(cu[4u * x4], cu[4u * x4 + 1u], cu[4u * x4 + 2u], cu[4u * x4 + 3u]);
         }
         barrier();
-        const uint nvt = (pc.V + TW - 1u) / TW, nslot = 1u + 2u * nvt;
-        const uint tslot = 1u + (TRANS ? nvt : 0u) + vt;
+        const uint nvt = (pc.V + TW - 1u) / TW, nslot = 2u * nvt;
+        const uint tslot = (TRANS ? nvt : 0u) + vt;
         for (uint u = lid; u < L; u += NL) {
-            float w = 0.0, x = 0.0;
+            float w = 0.0, x = 0.0, rf = 0.0, rbk = 0.0, cf = 0.0, cb = 0.0;
             for (uint k = 0u; k < NCL; k++) {
                 w += s_A[(k * TW + u) / 4u][u & 3u];
                 x += s_A[((NCL + k) * TW + u) / 4u][u & 3u];
+                rf += s_A[((2u * NCL + k) * TW + u) / 4u][u & 3u];
+                rbk += s_A[((3u * NCL + k) * TW + u) / 4u][u & 3u];
+            }
+            for (uint k = 0u; k < NRL; k++) {
+                cf += s_A[(4u * NCL * TW + k * TW + u) / 4u][u & 3u];
+                cb += s_A[(4u * NCL * TW + (NRL + k) * TW + u) / 4u][u & 3u];
             }
             const uint o = floatBitsToUint(pc.eps) +
                            (((b * pc.T + tb + u) * pc.H + h) * nslot + tslot) * 2u;
-            tm_buf[o] = pc.scale * w;
-            tm_buf[o + 1u] = pc.scale * x;
+            tm_buf[o] = pc.scale * (w + (rf - cf + cb - rbk));
+            tm_buf[o + 1u] = pc.scale * (x + (rf - cf));
         }
     }
 }
