@@ -231,8 +231,8 @@ void vkla__lion_push(const vkla_lion_dims *d, uint32_t xs, vkla_launch *l)
     l->push[W_CFG] = d->flags | (d->C << 8);
     l->push[W_XS] = xs;
     l->push_words = W_COUNT;
-    for (int i = 0; i < B_COUNT; i++)
-        l->base_word[i] = base_words[i];
+    for (int i = 0; i < VKLA_MAX_BINDINGS; i++)
+        l->base_word[i] = i < B_COUNT ? base_words[i] : -1;
     l->split_word = W_SPLIT;
 }
 
@@ -354,7 +354,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
     const uint32_t rb = vkla__lion_lane_block(ctx);
     const uint32_t tile_lanes = (TILE / rb) * (TILE / rb);
     vkla_launch l;
-    vkla_bind binds[B_COUNT];
+    vkla_bind binds[B_COUNT + 1]; /* + chunk_output's B_TERMS (not written by the forward) */
 
     /* packed copies of q, k, v */
     bool packed_any = false;
@@ -431,7 +431,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         /* chunk form: the two state scans, then the outputs of all chunks */
         if ((r = vkla__lion_pipeline(ctx, "chunk_state", -1, tile_lanes, rb, 1, B_COUNT, &p1)) !=
                 VKLA_SUCCESS ||
-            (r = vkla__lion_pipeline(ctx, "chunk_output", -1, tile_lanes, rb, 1, B_COUNT,
+            (r = vkla__lion_pipeline(ctx, "chunk_output", -1, tile_lanes, rb, 1, B_COUNT + 1,
                                      &p2)) != VKLA_SUCCESS)
             goto done;
         l.pipe = p1;
@@ -440,6 +440,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         if ((r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
         vkla__compute_barrier(ctx, cmd);
+        binds[B_TERMS] = binds[B_O]; /* never written: o rather than the placeholder buffer */
+        l.nbind = B_COUNT + 1;
         l.pipe = p2;
         l.grid_x = p.nvt;
         l.grid_z = VKLA_GRID_CHUNKS;

@@ -7,8 +7,9 @@
  *   dv = product(x = k,   y = q,  w = do', M^T)  (over the first V columns of do' only),
  * with v' = v and do' = dout, or under normalize v' = [v, 1] and do' the gradient of the
  * augmented output (bwd_prep.comp, after one forward product for o and the denominators).
- * The log-decay gradients come from per-token terms (bwd_gate.comp, which reads the states of
- * the dq and dk products) and a reverse cumulative sum per sequence (bwd_dg.comp). */
+ * The log-decay gradients come from per-token terms, which the dq and dk outputs form next to
+ * their gradients (F_TERMS in chunk_output.comp: the state parts dotted with q and k, and in
+ * dq's the intra-chunk block), and a reverse cumulative sum per sequence (bwd_dg.comp). */
 #include "lion_common.h"
 
 #include <stdlib.h>
@@ -29,6 +30,7 @@ typedef struct bplan {
     vkla_lion_dims d;
     uint32_t Kp, Vx, Xv;    /* K rounded up to 4; value width (+1 with normalize), rounded */
     bool gate;              /* dg or dg_gamma requested */
+    uint32_t nterm;         /* term pairs per token: per K tile dq's, then dk's */
     uint64_t off_seq, off_chunk;
     uint64_t off[R_COUNT];  /* UINT64_MAX = region not used */
     /* the caller's tensor where the kernels can use it as is (f32 rows of 4-aligned length,
@@ -127,14 +129,34 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_backward_args *a
     const vkla_tensor *ts[R_DV + 1] = {&a->fwd.q, &a->fwd.k, &a->fwd.v, &a->dout,
                                        &a->dq,    &a->dk,    &a->dv};
     for (int i = R_Q; i <= R_DV; i++) {
-        if (!ts[i]->buffer)
+        if (!ts[i]->buffer) {
+            /* the decay gradient's terms come out of the dq and dk outputs */
+            if (p->gate && (i == R_DQ || i == R_DK))
+                size[i] = rows * row_len(p, i);
             continue;
+        }
         /* v' and dout' carry the normalizer column: always packed under normalize */
         if (ts[i]->dtype == VKLA_DTYPE_F32 && vkla__lion_vec4_rows(ts[i]) &&
             !(norm && (i == R_V || i == R_DO)))
             p->user[i] = ts[i];
         else
             size[i] = rows * row_len(p, i);
+    }
+    /* with the terms, the dq (dk) output reads q (k) rows with its own strides: where those
+     * differ, both are packed */
+    for (int i = 0; p->gate && i < 2; i++) {
+        const int y = i ? R_K : R_Q, o = i ? R_DK : R_DQ;
+        uint64_t sy[VKLA_MAX_DIMS], so[VKLA_MAX_DIMS];
+        if (p->user[y] && p->user[o]) {
+            vkla__tensor_strides(p->user[y], sy);
+            vkla__tensor_strides(p->user[o], so);
+            if (!memcmp(sy, so, 3 * sizeof(sy[0])))
+                continue;
+        }
+        if (!p->user[y] && !p->user[o])
+            continue;
+        p->user[y] = p->user[o] = NULL;
+        size[y] = size[o] = rows * row_len(p, y);
     }
     if (norm)
         size[R_ND] = rows * p->Xv;
@@ -143,7 +165,8 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_backward_args *a
      * get a region each rather than the shared placeholder buffer */
     size[R_SINK0] = size[R_SINK1] = 4;
     if (p->gate) {
-        size[R_PAIRS] = rows * 2;
+        p->nterm = 2 * ((d->K + TILE - 1) / TILE);
+        size[R_PAIRS] = rows * 2 * p->nterm;
         size[R_PART] = (uint64_t)d->N * d->H;
     }
     for (int i = 0; i < R_COUNT; i++) {
@@ -174,7 +197,7 @@ typedef struct rec {
 static uint32_t row_len(const bplan *p, int r)
 {
     if (r == R_PAIRS)
-        return 2;
+        return 2 * p->nterm;
     return r == R_Q || r == R_K || r == R_DQ || r == R_DK ? p->Kp : p->Xv;
 }
 
@@ -252,10 +275,13 @@ static vkla_result copy_rows(const rec *c, bool into, const vkla_tensor *t, int 
 /* A LION-like product out_i = scale sum_j (x_i . y_j) M_ij w_j (M^T with trans) on the
  * forward's chunk kernels: x and y have lxy columns, w and out lw. scan() writes its states
  * (sum of weighted y_j w_j^T) into region sr; output() reads them from sr, transposed with
- * state_t (the states the scan of the product with y and w swapped wrote). */
+ * state_t (the states the scan of the product with y and w swapped wrote), and with terms >= 0
+ * also writes the decay-gradient terms of its state parts dotted with the rows of region terms.
+ * regs: x, y, w, out, terms. */
 static vkla_result product_launch(const rec *c, vkla_launch *l, vkla_bind *binds, const int *regs,
                                   uint32_t lxy, uint32_t lw, uint32_t flags, int sr)
 {
+    /* binds holds B_COUNT + 1 slots (chunk_output's B_TERMS) */
     const bplan *p = c->p;
     /* the states' column count: lw rounded up, or read transposed, the other product's (both
      * state regions hold [align4(V'), align4(K)] blocks) */
@@ -270,11 +296,25 @@ static vkla_result product_launch(const rec *c, vkla_launch *l, vkla_bind *binds
     binds[B_ST] = state_region(c, sr);
     if (regs[0] < 0)
         binds[B_Z] = whole_region(c, sr == R_SQ ? R_SINK0 : R_SINK1);
+    /* without the terms B_TERMS is never written: bound to out rather than to the shared
+     * placeholder buffer, which a writable binding would order against every reader */
+    binds[B_TERMS] = binds[B_O];
+    if (regs[4] >= 0) {
+        /* the decay-gradient terms: the rows dotted with the state parts (the o slot's strides,
+         * see make_plan) and the term pairs, their base in word eps (unused without normalize) */
+        binds[B_Z] = region(c, regs[4], row_len(p, regs[4]), NULL);
+        binds[B_TERMS] = region(c, R_PAIRS, row_len(p, R_PAIRS), NULL);
+        l->base_word[B_TERMS] = W_EPS;
+        flags |= F_TERMS;
+    }
     l->push[W_K] = lxy;
     l->push[W_V] = lw;
-    l->push[W_CFG] = (p->d.flags & (F_G | F_GAMMA | F_VARLEN)) | flags | (p->d.C << 8);
+    l->push[W_CFG] = (p->d.flags & (F_G | F_GAMMA | F_VARLEN)) | (p->d.C << 8);
+    l->push[W_CFG] |= flags;
     const char *kernel = regs[0] < 0 ? "chunk_state" : "chunk_output";
-    vkla_result r = vkla__lion_pipeline(c->ctx, kernel, -1, c->tile_lanes, c->rb, 1, B_COUNT,
+    if (regs[0] >= 0)
+        l->nbind = B_COUNT + 1;
+    vkla_result r = vkla__lion_pipeline(c->ctx, kernel, -1, c->tile_lanes, c->rb, 1, l->nbind,
                                         &l->pipe);
     if (r != VKLA_SUCCESS)
         return r;
@@ -291,48 +331,19 @@ static vkla_result product_launch(const rec *c, vkla_launch *l, vkla_bind *binds
 static vkla_result scan(const rec *c, int y, int w, uint32_t lxy, uint32_t lw, bool trans, int sr)
 {
     vkla_launch l;
-    vkla_bind binds[B_COUNT];
-    const int regs[4] = {-1, y, w, -1};
+    vkla_bind binds[B_COUNT + 1];
+    const int regs[5] = {-1, y, w, -1, -1};
     return product_launch(c, &l, binds, regs, lxy, lw, trans ? F_TRANS : 0, sr);
 }
 
 static vkla_result output(const rec *c, int x, int y, int w, int out, uint32_t lxy, uint32_t lw,
-                          bool trans, bool state_t, int sr)
+                          bool trans, bool state_t, int sr, int terms)
 {
-    vkla_launch l;
-    vkla_bind binds[B_COUNT];
-    const int regs[4] = {x, y, w, out};
-    return product_launch(c, &l, binds, regs, lxy, lw,
-                          (trans ? F_TRANS : 0) | (state_t ? F_STATE_T : 0), sr);
-}
-
-/* The per-token terms of the log-decay gradients (bwd_gate.comp). */
-static vkla_result gate_terms(const rec *c)
-{
-    const bplan *p = c->p;
-    vkla_pipeline *pg;
-    vkla_result r = vkla__lion_pipeline(c->ctx, "bwd_gate", -1, c->tile_lanes, c->rb, 1,
-                                        B_COUNT + 1, &pg);
-    if (r != VKLA_SUCCESS)
-        return r;
     vkla_launch l;
     vkla_bind binds[B_COUNT + 1];
-    launch_init(c, &l, binds, p->Xv);
-    /* q, k, v' in their slots; dout' in binding 9 with the o slot's strides */
-    const int regs[4] = {R_Q, R_K, R_V, R_DO};
-    uint64_t st[VKLA_MAX_DIMS];
-    for (int i = 0; i < 4; i++) {
-        binds[i < 3 ? B_Q + i : B_Z] = region(c, regs[i], row_len(p, regs[i]), st);
-        vkla__lion_set_strides(&l, i, st);
-    }
-    binds[B_O] = region(c, R_PAIRS, 2, NULL);
-    binds[B_ST] = state_region(c, R_SQ);
-    binds[B_COUNT] = state_region(c, R_DKS);
-    l.nbind = B_COUNT + 1;
-    l.base_word[B_COUNT] = W_XS; /* bwd_gate.comp reads it from word xs */
-    l.push[W_V] = p->Vx;
-    l.pipe = pg;
-    return go(c, &l);
+    const int regs[5] = {x, y, w, out, terms};
+    return product_launch(c, &l, binds, regs, lxy, lw,
+                          (trans ? F_TRANS : 0) | (state_t ? F_STATE_T : 0), sr);
 }
 
 /* dg and dg_gamma from the per-token terms of gate_terms(). */
@@ -345,8 +356,8 @@ static vkla_result decay_grads(const rec *c, const vkla_lion_backward_args *a)
         return r;
     vkla_launch l;
     vkla_bind binds[B_COUNT];
-    launch_init(c, &l, binds, p->Xv);
-    binds[B_ST] = region(c, R_PAIRS, 2, NULL);
+    launch_init(c, &l, binds, p->nterm);
+    binds[B_ST] = region(c, R_PAIRS, row_len(p, R_PAIRS), NULL);
     /* without dg, a region of its own rather than the placeholder buffer the unpacks read */
     binds[B_O] = a->dg.buffer ? vkla__bind_tensor(&a->dg, VKLA_ROWS_TOKENS)
                               : whole_region(c, R_SINK0);
@@ -462,7 +473,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         /* the forward with the ones column: n_i and d_i - eps; then do' in place */
         vkla__compute_barrier(ctx, cmd);
         vkla_pipeline *pp;
-        if ((r = output(&c, R_Q, R_K, R_V, R_ND, d->K, p.Vx, false, true, R_SQ)) !=
+        if ((r = output(&c, R_Q, R_K, R_V, R_ND, d->K, p.Vx, false, true, R_SQ, -1)) !=
                 VKLA_SUCCESS ||
             (r = vkla__lion_pipeline(ctx, "bwd_prep", -1, 64, c.rb, 1, B_COUNT, &pp)) !=
                 VKLA_SUCCESS)
@@ -483,15 +494,17 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         (r = scan(&c, R_DO, R_Q, p.Vx, d->K, true, R_DKS)) != VKLA_SUCCESS)
         goto done;
     vkla__compute_barrier(ctx, cmd);
-    /* dq = product(do', v', k; M), dk = product(v', do', q; M^T),
-     * dv = product(k, q, do'; M^T) over the V columns of do' only, the gate terms */
-    if ((want_dq && (r = output(&c, R_DO, R_V, R_K, R_DQ, p.Vx, d->K, false, false, R_SQ)) !=
-                        VKLA_SUCCESS) ||
-        (want_dk && (r = output(&c, R_V, R_DO, R_Q, R_DK, p.Vx, d->K, true, false, R_DKS)) !=
-                        VKLA_SUCCESS) ||
-        (want_dv && (r = output(&c, R_K, R_Q, R_DO, R_DV, d->K, d->V, true, true, R_DKS)) !=
-                        VKLA_SUCCESS) ||
-        (gate && (r = gate_terms(&c)) != VKLA_SUCCESS))
+    /* dq = product(do', v', k; M), dk = product(v', do', q; M^T) (with the decay gradient's
+     * terms), dv = product(k, q, do'; M^T) over the V columns of do' only */
+    const int tq = gate ? R_Q : -1, tk = gate ? R_K : -1;
+    if (((want_dq || gate) &&
+         (r = output(&c, R_DO, R_V, R_K, R_DQ, p.Vx, d->K, false, false, R_SQ, tq)) !=
+             VKLA_SUCCESS) ||
+        ((want_dk || gate) &&
+         (r = output(&c, R_V, R_DO, R_Q, R_DK, p.Vx, d->K, true, false, R_DKS, tk)) !=
+             VKLA_SUCCESS) ||
+        (want_dv && (r = output(&c, R_K, R_Q, R_DO, R_DV, d->K, d->V, true, true, R_DKS, -1)) !=
+                        VKLA_SUCCESS))
         goto done;
     vkla__compute_barrier(ctx, cmd);
     if ((want_dq && (r = copy_rows(&c, false, &a->dq, R_DQ, d->K, p.Kp, false)) != VKLA_SUCCESS) ||

@@ -8,10 +8,12 @@
 
 /* runtime flags (push constant word W_CFG, with the chunk size in bits 8-15) */
 enum { F_G = 1, F_GAMMA = 2, F_NORM = 4, F_VARLEN = 8, F_TRANS = 16, F_ONES = 32,
-       F_STATE_T = 64 };
+       F_STATE_T = 64, F_TERMS = 128 };
 
 /* binding slots, in shader order */
 enum { B_Q, B_K, B_V, B_O, B_G, B_GAMMA, B_SEQ, B_CHUNK, B_ST, B_Z, B_COUNT };
+/* chunk_output's one more binding: the decay-gradient terms of the backward pass (F_TERMS) */
+#define B_TERMS B_COUNT
 /* push constant words */
 enum { W_T = 0, W_SPLIT = 1, W_STRIDES = 8, W_SCALE = 24, W_EPS = 25, W_NTILES = 26, W_K = 27,
        W_V = 28, W_H = 29, W_CFG = 30, W_XS = 31, W_COUNT = 32 };

@@ -1,8 +1,10 @@
 #version 450
-// LION backward: the log-decay gradients from the per-token terms of bwd_gate.comp.
-// With w_u, r_u of token u (binding 8: pairs [B, T, H, 2]), the gradient of token t's log decay
-// is da_t = sum_(u >= t) w_u - r_u over its own sequence: a reverse cumulative sum (each lane
-// takes a contiguous 64th of the sequence: few barriers however long the sequence).
+// LION backward: the log-decay gradients from the per-token terms.
+// With w_u, r_u of token u (binding 8: pc.xs pairs [B, T, H, xs, 2] that add up to them, which
+// the dq and dk outputs write: F_TERMS in chunk_output.comp), the
+// gradient of token t's log decay is da_t = sum_(u >= t) w_u - r_u over its own sequence: a
+// reverse cumulative sum (each lane takes a contiguous 64th of the sequence: few barriers
+// however long the sequence).
 // pc.cfg bit 16: write da into dg (binding 3, [B, T, H] f32); bit 17: write the sequence's sum
 // of da into the partials (binding 9, [N, H]). bit 18 (final step): dg_gamma[h] (binding 3) =
 // the sum of the partials of the pc.xs sequences, in order (no float atomics).
@@ -14,6 +16,17 @@ const uint OUT_DG = 1u << 16u, OUT_PARTIAL = 1u << 17u, FINAL = 1u << 18u;
 
 shared float s_x[TW];
 shared float s_sum[TW];
+
+// The sum of the pairs of row (token and head) row.
+vec2 pair(uint row)
+{
+    vec2 wr = vec2(0.0);
+    for (uint i = 0u; i < pc.xs; i++) {
+        const uint o = pc.st_base + 2u * (row * pc.xs + i);
+        wr += vec2(st_buf[o], st_buf[o + 1u]);
+    }
+    return wr;
+}
 
 void main()
 {
@@ -38,7 +51,7 @@ void main()
     const uint row0 = (b * pc.T + t0) * pc.H + h;
     float own = 0.0;
     for (uint t = a0; t < a1; t++)
-        own += st_buf[pc.st_base + 2u * (row0 + t * pc.H)];
+        own += pair(row0 + t * pc.H).x;
     s_x[lid] = own;
     [[unroll]] for (uint off = 1u; off < TW; off *= 2u) {
         barrier();
@@ -50,7 +63,7 @@ void main()
     float run = s_x[lid] - own, total = 0.0;
     for (uint t = a1; t > a0; t--) {
         const uint row = row0 + (t - 1u) * pc.H;
-        const vec2 wr = vec2(st_buf[pc.st_base + 2u * row], st_buf[pc.st_base + 2u * row + 1u]);
+        const vec2 wr = pair(row);
         run += wr.x;
         const float da = run - wr.y;
         total += da;

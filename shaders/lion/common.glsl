@@ -73,14 +73,16 @@ layout(push_constant) uniform Params {
 const uint F_G = 1u, F_GAMMA = 2u, F_NORM = 4u, F_VARLEN = 8u;
 // backward pass: F_TRANS runs the chunk kernels with the transposed mask M^T (see
 // chunk_state.comp); F_ONES makes pack.comp append a column of ones (the normalizer column)
-// F_STATE_T makes chunk_output read its states transposed
-const uint F_TRANS = 16u, F_ONES = 32u, F_STATE_T = 64u;
+// F_STATE_T makes chunk_output read its states transposed; F_TERMS makes it also write the
+// inter-chunk terms of the log-decay gradient (see chunk_output.comp)
+const uint F_TRANS = 16u, F_ONES = 32u, F_STATE_T = 64u, F_TERMS = 128u;
 #define HAS_G ((pc.cfg & F_G) != 0u)
 #define HAS_GAMMA ((pc.cfg & F_GAMMA) != 0u)
 #define NORMALIZE ((pc.cfg & F_NORM) != 0u)
 #define VARLEN ((pc.cfg & F_VARLEN) != 0u)
 #define TRANS ((pc.cfg & F_TRANS) != 0u)
 #define STATE_T ((pc.cfg & F_STATE_T) != 0u)
+#define TERMS ((pc.cfg & F_TERMS) != 0u)
 #define CHUNK ((pc.cfg >> 8u) & 255u)
 
 layout(std430, binding = 0) readonly buffer QB { ELEM q_buf[]; };
