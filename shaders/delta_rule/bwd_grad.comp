@@ -32,6 +32,119 @@ shared float s_ik[C];
 shared float s_iq[C];
 shared float s_b[C];
 shared float s_red[NT];
+const uint RM = C / 8u; // rows and columns per thread of the C x C products
+const uint KT4 = 4u;    // value columns per staged tile, in vec4s
+shared vec4 s_x[C * KT4];
+shared vec4 s_w[C * KT4];
+
+// The C x C products of step 0 (dM = scale dO V'^T) and step 1 (dA = -D V'^T), formed as the
+// forward's chunk_output forms Q K^T: 8 x 8 threads, thread (ti, tj) owns rows ti*RM.. and
+// columns tj*RM.., the rows of dO (or D) and V' staged in shared memory in tiles of 16 value
+// columns, so each element is read from the buffers once. Then
+//   step 0: MW = dM . D (j <= i) and QK <- QK . dM
+//   step 1: PW = diag(b) dA . D (j < i) and KK <- KK . dA
+void chunk_products(uint step, uint lid, uint b, uint tb, uint h, uint L, uint vp, uint br)
+{
+    const uint ti = lid / 8u, tj = lid % 8u, i0 = ti * RM, j0 = tj * RM;
+    const bool low = tj <= ti; // the block touches the lower triangle
+    const uint brv = br / 4u, C4F = 4u * C4;
+    float p[RM][RM];
+    for (uint a = 0; a < RM; a++)
+        for (uint m = 0; m < RM; m++)
+            p[a][m] = 0.0;
+    [[dont_unroll]] for (uint v0 = 0; v0 < V; v0 += 4u * KT4) {
+        [[dont_unroll]] for (uint e = lid; e < C * KT4; e += NT) {
+            const uint j = e / KT4, c4 = v0 / 4u + e % KT4;
+            const bool ok = j < L && c4 < V4;
+            s_x[e] = !ok ? vec4(0.0)
+                         : step == 0u ? load_o4(b, tb + j, h, 4u * c4) : bwd4_buf[brv + R_D + j * V4 + c4];
+            s_w[e] = ok ? work_buf[vp + j * V4 + c4] : vec4(0.0);
+        }
+        barrier();
+        if (low)
+            for (uint xg = 0; xg < KT4; xg++) {
+                vec4 w[RM];
+                for (uint m = 0; m < RM; m++)
+                    w[m] = s_w[(j0 + m) * KT4 + xg];
+                for (uint a = 0; a < RM; a++) {
+                    const vec4 x = s_x[(i0 + a) * KT4 + xg];
+                    for (uint m = 0; m < RM; m++)
+                        p[a][m] += dot(x, w[m]);
+                }
+            }
+        barrier();
+    }
+    for (uint a = 0; a < RM; a++) {
+        const uint i = i0 + a;
+        for (uint m = 0; m < RM; m++) {
+            const uint j = j0 + m;
+            const float d = step == 0u ? pc.scale * p[a][m] : -p[a][m];
+            const bool inside = i < L && (step == 0u ? j <= i : j < i);
+            const float y = inside ? (step == 0u ? d : s_b[i] * d) * exp(s_g[i] - s_g[j]) : 0.0;
+            const uint o = br + i * C4F + j;
+            bwd_buf[o + 4u * (step == 0u ? R_MW : R_PW)] = y;
+            bwd_buf[o + 4u * (step == 0u ? R_QK : R_KK)] *= d; // zero where QK, KK are
+        }
+    }
+}
+
+shared vec4 s_s[64u * KT4];
+shared vec4 s_n[64u * KT4];
+
+// F = V' dSn^T and E1 = dO S^T (step 0) in the same way: thread (ti, tj) owns rows ti*RM.. and
+// the key columns 8tj.. of each tile of 64 keys; V', dO, S and dSn staged in tiles of 16 value
+// columns.
+void key_products(uint lid, uint b, uint tb, uint h, uint L, uint vp, uint st, uint brv)
+{
+    const uint ti = lid / 8u, tj = lid % 8u, i0 = ti * RM;
+    [[dont_unroll]] for (uint k0 = 0; k0 < K; k0 += 64u) {
+        vec4 f[RM][2], e1[RM][2];
+        for (uint a = 0; a < RM; a++)
+            for (uint u = 0; u < 2u; u++) {
+                f[a][u] = vec4(0.0);
+                e1[a][u] = vec4(0.0);
+            }
+        [[dont_unroll]] for (uint v0 = 0; v0 < V4; v0 += KT4) {
+            [[dont_unroll]] for (uint e = lid; e < C * KT4; e += NT) {
+                const uint j = e / KT4, c4 = v0 + e % KT4;
+                const bool ok = j < L && c4 < V4;
+                s_x[e] = ok ? work_buf[vp + j * V4 + c4] : vec4(0.0);
+                s_w[e] = ok ? load_o4(b, tb + j, h, 4u * c4) : vec4(0.0);
+            }
+            [[dont_unroll]] for (uint e = lid; e < 64u * KT4; e += NT) {
+                const uint x = k0 + e / KT4, c4 = v0 + e % KT4;
+                const bool ok = x < K && c4 < V4;
+                s_s[e] = ok ? state_buf[st + x * V4 + c4] : vec4(0.0);
+                s_n[e] = ok ? bwd4_buf[brv + R_DSN + x * V4 + c4] : vec4(0.0);
+            }
+            barrier();
+            for (uint xg = 0; xg < KT4; xg++) {
+                vec4 sv[8], dn[8];
+                for (uint m = 0; m < 8u; m++) {
+                    sv[m] = s_s[(8u * tj + m) * KT4 + xg];
+                    dn[m] = s_n[(8u * tj + m) * KT4 + xg];
+                }
+                for (uint a = 0; a < RM; a++) {
+                    const vec4 vr = s_x[(i0 + a) * KT4 + xg], o = s_w[(i0 + a) * KT4 + xg];
+                    for (uint m = 0; m < 8u; m++) {
+                        f[a][m / 4u][m % 4u] += dot(vr, dn[m]);
+                        e1[a][m / 4u][m % 4u] += dot(o, sv[m]);
+                    }
+                }
+            }
+            barrier();
+        }
+        for (uint a = 0; a < RM; a++)
+            for (uint u = 0; u < 2u; u++) {
+                const uint x4 = k0 / 4u + 2u * tj + u;
+                if (x4 < K4) {
+                    const uint o = brv + (i0 + a) * K4 + x4;
+                    bwd4_buf[o + R_F] = f[a][u];
+                    bwd4_buf[o + R_E1] = e1[a][u];
+                }
+            }
+    }
+}
 
 void main()
 {
@@ -65,78 +178,36 @@ void main()
     const uint brv = br / 4u; // the record in vec4 units
     if (step == 0u) {
     // D, F, E1, MW (and QK . dM), <S, dSn>; rows are read as vec4s (zero padded)
-    // D = T^T dV', 4 rows x 4 value columns per element (row i of T at columns j0.. is one vec4,
-    // zero above the diagonal)
-    [[dont_unroll]] for (uint e = elem0(); e < C4 * V4; e += elem_step()) {
-        const uint j0 = 4u * (e / V4), v4 = e % V4;
-        vec4 acc[4];
-        [[unroll]] for (uint a = 0; a < 4u; a++)
-            acc[a] = vec4(0.0);
+    // D = T^T dV', 8 rows x 4 value column groups per element (each load feeds 8 to 32
+    // multiply-adds); row i of T at columns j0.. is two vec4s, zero above the diagonal
+    const uint VB = (V4 + 3u) / 4u;
+    [[dont_unroll]] for (uint e = elem0(); e < (C / 8u) * VB; e += elem_step()) {
+        const uint j0 = 8u * (e / VB), v0 = 4u * (e % VB);
+        vec4 acc[8][4];
+        [[unroll]] for (uint a = 0; a < 8u; a++)
+            [[unroll]] for (uint u = 0; u < 4u; u++)
+                acc[a][u] = vec4(0.0);
         [[dont_unroll]] for (uint i = j0; i < L; i++) {
-            const vec4 t = tmat_buf[tm + i * C4 + j0 / 4u];
-            const vec4 dv = bwd4_buf[brv + R_DVP + i * V4 + v4];
+            const vec4 t0 = tmat_buf[tm + i * C4 + j0 / 4u];
+            const vec4 t1 = tmat_buf[tm + i * C4 + j0 / 4u + 1u];
+            vec4 dv[4];
+            [[unroll]] for (uint u = 0; u < 4u; u++)
+                dv[u] = v0 + u < V4 ? bwd4_buf[brv + R_DVP + i * V4 + v0 + u] : vec4(0.0);
             [[unroll]] for (uint a = 0; a < 4u; a++)
-                acc[a] += t[a] * dv;
-        }
-        [[unroll]] for (uint a = 0; a < 4u; a++)
-            bwd4_buf[brv + R_D + (j0 + a) * V4 + v4] = acc[a];
-    }
-    // F and E1 in 4 x 4 blocks (rows j0.., key columns x0..): each vec4 load feeds 4 dots
-    [[dont_unroll]] for (uint e = elem0(); e < C4 * K4; e += elem_step()) {
-        const uint j0 = 4u * (e / K4), x4 = e % K4;
-        vec4 f[4], e1[4];
-        [[unroll]] for (uint a = 0; a < 4u; a++) {
-            f[a] = vec4(0.0);
-            e1[a] = vec4(0.0);
-        }
-        [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
-            vec4 vr[4], orow[4], sv[4], dn[4];
-            [[unroll]] for (uint a = 0; a < 4u; a++) {
-                const bool jok = j0 + a < L, xok = 4u * x4 + a < K;
-                vr[a] = jok ? work_buf[vp + (j0 + a) * V4 + v4] : vec4(0.0);
-                orow[a] = jok ? load_o4(b, tb + j0 + a, h, 4u * v4) : vec4(0.0);
-                sv[a] = xok ? state_buf[st + (4u * x4 + a) * V4 + v4] : vec4(0.0);
-                dn[a] = xok ? bwd4_buf[brv + R_DSN + (4u * x4 + a) * V4 + v4] : vec4(0.0);
-            }
-            [[unroll]] for (uint a = 0; a < 4u; a++)
-                [[unroll]] for (uint m = 0; m < 4u; m++) {
-                    f[a][m] += dot(vr[a], dn[m]);
-                    e1[a][m] += dot(orow[a], sv[m]);
+                [[unroll]] for (uint u = 0; u < 4u; u++) {
+                    acc[a][u] += t0[a] * dv[u];
+                    acc[a + 4u][u] += t1[a] * dv[u];
                 }
         }
-        [[unroll]] for (uint a = 0; a < 4u; a++) {
-            bwd4_buf[brv + R_F + (j0 + a) * K4 + x4] = f[a];
-            bwd4_buf[brv + R_E1 + (j0 + a) * K4 + x4] = e1[a];
-        }
+        [[unroll]] for (uint a = 0; a < 8u; a++)
+            [[unroll]] for (uint u = 0; u < 4u; u++)
+                if (v0 + u < V4)
+                    bwd4_buf[brv + R_D + (j0 + a) * V4 + v0 + u] = acc[a][u];
     }
-    // dM = scale dO V'^T in 4 x 4 blocks
-    [[dont_unroll]] for (uint e = elem0(); e < C4 * C4; e += elem_step()) {
-        const uint i0 = 4u * (e / C4), j0 = 4u * (e % C4);
-        vec4 dm[4];
-        [[unroll]] for (uint a = 0; a < 4u; a++)
-            dm[a] = vec4(0.0);
-        if (j0 <= i0 && i0 < L)
-            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
-                vec4 o[4], w[4];
-                [[unroll]] for (uint a = 0; a < 4u; a++) {
-                    o[a] = i0 + a < L ? load_o4(b, tb + i0 + a, h, 4u * v4) : vec4(0.0);
-                    w[a] = j0 + a < L ? work_buf[vp + (j0 + a) * V4 + v4] : vec4(0.0);
-                }
-                [[unroll]] for (uint a = 0; a < 4u; a++)
-                    [[unroll]] for (uint m = 0; m < 4u; m++)
-                        dm[a][m] += dot(o[a], w[m]);
-            }
-        [[unroll]] for (uint a = 0; a < 4u; a++) {
-            const uint i = i0 + a;
-            vec4 mw = vec4(0.0);
-            [[unroll]] for (uint m = 0; m < 4u; m++) {
-                const uint j = j0 + m;
-                if (j <= i && i < L)
-                    mw[m] = pc.scale * dm[a][m] * exp(s_g[i] - s_g[j]);
-            }
-            bwd4_buf[brv + R_MW + i * C4 + j0 / 4u] = mw;
-            bwd4_buf[brv + R_QK + i * C4 + j0 / 4u] *= pc.scale * dm[a]; // zero where QK is
-        }
+    // F and E1, dM (one workgroup per chunk; the other parts spread over all)
+    if (gl_WorkGroupID.x == 0u) {
+        key_products(lid, b, tb, h, L, vp, st, brv);
+        chunk_products(0u, lid, b, tb, h, L, vp, br);
     }
     {
         float acc = 0.0;
@@ -175,35 +246,9 @@ void main()
         [[unroll]] for (uint a = 0; a < 4u; a++)
             bwd4_buf[brv + R_E2 + (j0 + a) * K4 + x4] = acc[a];
     }
-    // dA = -D V'^T in 4 x 4 blocks
-    [[dont_unroll]] for (uint e = elem0(); e < C4 * C4; e += elem_step()) {
-        const uint i0 = 4u * (e / C4), j0 = 4u * (e % C4);
-        vec4 da[4];
-        [[unroll]] for (uint a = 0; a < 4u; a++)
-            da[a] = vec4(0.0);
-        if (j0 <= i0 && i0 < L)
-            [[dont_unroll]] for (uint v4 = 0; v4 < V4; v4++) {
-                vec4 d[4], w[4];
-                [[unroll]] for (uint a = 0; a < 4u; a++) {
-                    d[a] = i0 + a < L ? bwd4_buf[brv + R_D + (i0 + a) * V4 + v4] : vec4(0.0);
-                    w[a] = j0 + a < L ? work_buf[vp + (j0 + a) * V4 + v4] : vec4(0.0);
-                }
-                [[unroll]] for (uint a = 0; a < 4u; a++)
-                    [[unroll]] for (uint m = 0; m < 4u; m++)
-                        da[a][m] -= dot(d[a], w[m]);
-            }
-        [[unroll]] for (uint a = 0; a < 4u; a++) {
-            const uint i = i0 + a;
-            vec4 pw = vec4(0.0);
-            [[unroll]] for (uint m = 0; m < 4u; m++) {
-                const uint j = j0 + m;
-                if (j < i && i < L)
-                    pw[m] = s_b[i] * da[a][m] * exp(s_g[i] - s_g[j]);
-            }
-            bwd4_buf[brv + R_PW + i * C4 + j0 / 4u] = pw;
-            bwd4_buf[brv + R_KK + i * C4 + j0 / 4u] *= da[a]; // zero where KK is
-        }
-    }
+    // dA (one workgroup per chunk)
+    if (gl_WorkGroupID.x == 0u)
+        chunk_products(1u, lid, b, tb, h, L, vp, br);
     [[dont_unroll]] for (uint e = elem0(); e < C * V4; e += elem_step()) {
         const uint j = e / V4;
         bwd4_buf[brv + R_DV + e] = j < L ? s_b[j] * bwd4_buf[brv + R_D + e] : vec4(0.0);

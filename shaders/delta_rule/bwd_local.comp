@@ -18,6 +18,10 @@ shared float s_g[C];
 shared float s_ik[C];
 shared float s_iq[C];
 shared float s_qe[C]; // e^G / |q|
+const uint RM = C / 8u; // step 0: rows and columns per thread
+const uint KT4 = 4u;    // step 0: key columns per staged tile, in vec4s
+shared vec4 s_q[C * KT4];
+shared vec4 s_k[C * KT4];
 
 void main()
 {
@@ -44,70 +48,103 @@ void main()
     barrier();
 
     if (BWD_STEP == 0u) {
-        // 4 x 4 blocks (rows i0.., columns j0..); blocks above the diagonal are zero
-        [[dont_unroll]] for (uint e = elem0(); e < C4 * C4; e += elem_step()) {
-            const uint i0 = 4u * (e / C4), j0 = 4u * (e % C4);
-            vec4 qk[4], kk[4];
-            [[unroll]] for (uint a = 0; a < 4u; a++) {
-                qk[a] = vec4(0.0);
-                kk[a] = vec4(0.0);
+        // As the forward's chunk_output: 8 x 8 threads, thread (ti, tj) owns rows ti*RM.. and
+        // columns tj*RM.. (RM = C/8); q and k are staged in shared memory in tiles of 16 key
+        // columns, so each element is read from the buffers once. One workgroup per chunk.
+        if (gl_WorkGroupID.x > 0u)
+            return;
+        const uint ti = lid / 8u, tj = lid % 8u, i0 = ti * RM, j0 = tj * RM;
+        const bool low = tj <= ti; // the block touches the lower triangle
+        float qk[RM][RM], kk[RM][RM];
+        for (uint a = 0; a < RM; a++)
+            for (uint m = 0; m < RM; m++) {
+                qk[a][m] = 0.0;
+                kk[a][m] = 0.0;
             }
-            if (j0 <= i0 && i0 < L)
-                [[dont_unroll]] for (uint x = 0; x < K; x += 4u) {
-                    vec4 qi[4], ki[4], kj[4];
-                    [[unroll]] for (uint a = 0; a < 4u; a++) {
-                        qi[a] = i0 + a < L ? load_q4(b, tb + i0 + a, hq, x) : vec4(0.0);
-                        ki[a] = i0 + a < L ? load_k4(b, tb + i0 + a, hq, x) : vec4(0.0);
-                        kj[a] = j0 + a < L ? load_k4(b, tb + j0 + a, hq, x) : vec4(0.0);
-                    }
-                    [[unroll]] for (uint a = 0; a < 4u; a++)
-                        [[unroll]] for (uint m = 0; m < 4u; m++) {
-                            qk[a][m] += dot(qi[a], kj[m]);
-                            kk[a][m] += dot(ki[a], kj[m]);
+        [[dont_unroll]] for (uint k0 = 0; k0 < K; k0 += 4u * KT4) {
+            [[dont_unroll]] for (uint e = lid; e < C * KT4; e += 64u) {
+                const uint j = e / KT4, x0 = k0 + 4u * (e % KT4);
+                const bool ok = j < L && x0 < K;
+                s_q[e] = ok ? load_q4(b, tb + j, hq, x0) : vec4(0.0);
+                s_k[e] = ok ? load_k4(b, tb + j, hq, x0) : vec4(0.0);
+            }
+            barrier();
+            if (low)
+                for (uint xg = 0; xg < KT4; xg++) {
+                    vec4 kj[RM];
+                    for (uint m = 0; m < RM; m++)
+                        kj[m] = s_k[(j0 + m) * KT4 + xg];
+                    for (uint a = 0; a < RM; a++) {
+                        const vec4 qi = s_q[(i0 + a) * KT4 + xg], ki = s_k[(i0 + a) * KT4 + xg];
+                        for (uint m = 0; m < RM; m++) {
+                            qk[a][m] += dot(qi, kj[m]);
+                            kk[a][m] += dot(ki, kj[m]);
                         }
+                    }
                 }
-            [[unroll]] for (uint a = 0; a < 4u; a++) {
-                const uint i = i0 + a;
-                [[unroll]] for (uint m = 0; m < 4u; m++) {
-                    const uint j = j0 + m;
-                    const float d = i < L && j <= i ? exp(s_g[i] - s_g[j]) * s_ik[j] : 0.0;
-                    qk[a][m] *= d * s_iq[i];
-                    kk[a][m] = j < i ? kk[a][m] * d * s_ik[i] : 0.0;
-                }
-                bwd4_buf[brv + R_QK + i * C4 + j0 / 4u] = qk[a];
-                bwd4_buf[brv + R_KK + i * C4 + j0 / 4u] = kk[a];
+            barrier();
+        }
+        const uint C4F = 4u * C4;
+        for (uint a = 0; a < RM; a++) {
+            const uint i = i0 + a;
+            for (uint m = 0; m < RM; m++) {
+                const uint j = j0 + m;
+                const float d = i < L && j <= i ? exp(s_g[i] - s_g[j]) * s_ik[j] : 0.0;
+                bwd_buf[br + 4u * R_QK + i * C4F + j] = qk[a][m] * d * s_iq[i];
+                bwd_buf[br + 4u * R_KK + i * C4F + j] = j < i ? kk[a][m] * d * s_ik[i] : 0.0;
             }
         }
         return;
     }
-    // 4 rows x 4 value columns per element; row j of QK at columns i0.. is one vec4
-    [[dont_unroll]] for (uint e = elem0(); e < C4 * V4; e += elem_step()) {
-        const uint i0 = 4u * (e / V4), v4 = e % V4;
-        vec4 acc[4];
-        [[unroll]] for (uint a = 0; a < 4u; a++)
-            acc[a] = vec4(0.0);
+    // 8 rows x 4 value column groups per element (VB groups of 4 vec4 columns): on CPU
+    // drivers every load costs a loop over the lanes, so each load feeds 8 to 32 multiply-adds.
+    // Row j of QK at columns i0.. is two vec4s (zero right of the diagonal).
+    const uint VB = (V4 + 3u) / 4u;
+    [[dont_unroll]] for (uint e = elem0(); e < (C / 8u) * VB; e += elem_step()) {
+        const uint i0 = 8u * (e / VB), v0 = 4u * (e % VB);
+        vec4 acc[8][4];
+        [[unroll]] for (uint a = 0; a < 8u; a++)
+            [[unroll]] for (uint u = 0; u < 4u; u++)
+                acc[a][u] = vec4(0.0);
         [[dont_unroll]] for (uint j = i0; j < L; j++) {
-            const vec4 o = load_o4(b, tb + j, h, 4u * v4);
-            const vec4 m = bwd4_buf[brv + R_QK + j * C4 + i0 / 4u]; // QK[j][i0 + a], 0 above
+            vec4 o[4];
+            [[unroll]] for (uint u = 0; u < 4u; u++)
+                o[u] = v0 + u < V4 ? load_o4(b, tb + j, h, 4u * (v0 + u)) : vec4(0.0);
+            const vec4 m0 = bwd4_buf[brv + R_QK + j * C4 + i0 / 4u]; // QK[j][i0 + a]
+            const vec4 m1 = bwd4_buf[brv + R_QK + j * C4 + i0 / 4u + 1u];
             [[unroll]] for (uint a = 0; a < 4u; a++)
-                acc[a] += m[a] * o;
+                [[unroll]] for (uint u = 0; u < 4u; u++) {
+                    acc[a][u] += m0[a] * o[u];
+                    acc[a + 4u][u] += m1[a] * o[u];
+                }
         }
-        [[unroll]] for (uint a = 0; a < 4u; a++)
-            bwd4_buf[brv + R_DVP + (i0 + a) * V4 + v4] = pc.scale * acc[a];
+        [[unroll]] for (uint a = 0; a < 8u; a++)
+            [[unroll]] for (uint u = 0; u < 4u; u++)
+                if (v0 + u < V4)
+                    bwd4_buf[brv + R_DVP + (i0 + a) * V4 + v0 + u] = pc.scale * acc[a][u];
     }
-    [[dont_unroll]] for (uint e = elem0(); e < K4 * V4; e += elem_step()) {
-        const uint x0 = 4u * (e / V4), v4 = e % V4;
-        vec4 acc[4];
-        [[unroll]] for (uint a = 0; a < 4u; a++)
-            acc[a] = vec4(0.0);
+    // 8 key rows x 4 value column groups per element
+    [[dont_unroll]] for (uint e = elem0(); e < ((K4 + 1u) / 2u) * VB; e += elem_step()) {
+        const uint x0 = 8u * (e / VB), v0 = 4u * (e % VB);
+        vec4 acc[8][4];
+        [[unroll]] for (uint a = 0; a < 8u; a++)
+            [[unroll]] for (uint u = 0; u < 4u; u++)
+                acc[a][u] = vec4(0.0);
         [[dont_unroll]] for (uint j = 0; j < L; j++) {
-            const vec4 o = load_o4(b, tb + j, h, 4u * v4);
-            const vec4 q = load_q4(b, tb + j, hq, x0) * s_qe[j];
+            vec4 o[4];
+            [[unroll]] for (uint u = 0; u < 4u; u++)
+                o[u] = v0 + u < V4 ? load_o4(b, tb + j, h, 4u * (v0 + u)) : vec4(0.0);
+            const vec4 q0 = load_q4(b, tb + j, hq, x0) * s_qe[j];
+            const vec4 q1 = x0 + 4u < K ? load_q4(b, tb + j, hq, x0 + 4u) * s_qe[j] : vec4(0.0);
             [[unroll]] for (uint a = 0; a < 4u; a++)
-                acc[a] += q[a] * o;
+                [[unroll]] for (uint u = 0; u < 4u; u++) {
+                    acc[a][u] += q0[a] * o[u];
+                    acc[a + 4u][u] += q1[a] * o[u];
+                }
         }
-        [[unroll]] for (uint a = 0; a < 4u; a++)
-            if (x0 + a < K)
-                bwd4_buf[brv + R_DSN + (x0 + a) * V4 + v4] = pc.scale * acc[a];
+        [[unroll]] for (uint a = 0; a < 8u; a++)
+            [[unroll]] for (uint u = 0; u < 4u; u++)
+                if (x0 + a < K && v0 + u < V4)
+                    bwd4_buf[brv + R_DSN + (x0 + a) * V4 + v0 + u] = pc.scale * acc[a][u];
     }
 }
