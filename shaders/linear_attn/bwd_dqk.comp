@@ -12,8 +12,8 @@
 // 4ti..4ti+3 x channels 8tj..8tj+7, for dq and dk. Every operand is staged in shared memory
 // so that each step of every sum is one vec4 read along tokens (do', v, P^T, P) and two along
 // channels (S_in, D, k, q) for 8 vec4 FMAs. P goes through shared memory in half-chunk
-// pieces. A scalar decay is folded into P once; a per-channel decay (gk) is applied per
-// element, its exponent selected only where s <= t.
+// pieces. A scalar decay is already folded into P (steps 1 and 2 store P e^(G_t - G_s)); a
+// per-channel decay (gk) is applied per element, its exponent selected only where s <= t.
 // Grid: x = key tiles, y = heads, z = chunks. P0 = C.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
@@ -134,10 +134,7 @@ void main()
         barrier();
         for (uint e = lid; e < HC * C; e += NT) {
             const uint sc = s0 + e / C, t = e % C;
-            float p = scr[pb + t * C + sc];
-            if (!HAS_GK && sc <= t)
-                p *= exp(s_gs[t] - s_gs[sc]);
-            put_a(e, p);
+            put_a(e, scr[pb + t * C + sc]);
         }
         barrier();
         for (uint sc = s0; sc < min(s0 + HC, smax); sc++) {
@@ -171,10 +168,7 @@ void main()
         barrier();
         for (uint e = lid; e < HC * C; e += NT) {
             const uint sc = s0 + e / C, t = e % C;
-            float p = scr[pb + sc * C + t];
-            if (!HAS_GK && t <= sc)
-                p *= exp(s_gs[sc] - s_gs[t]);
-            put_a(e, p);
+            put_a(e, scr[pb + sc * C + t]);
         }
         barrier();
         for (uint sc = max(s0, 4u * ti); sc < min(s0 + HC, L); sc++) {

@@ -3,8 +3,10 @@
 // score matrices of a chunk,
 //   A[t][s] = sum_i q_t[i] k_s[i] e^(G_t[i] - G_s[i])   (the forward's masked, decayed scores)
 //   P[t][s] = sum_j do_t[j] v_s[j]                        (upstream gradient against values)
-// both for s <= t inside the chunk and 0 elsewhere (P is undecayed; with normalize step 2
-// rewrites it for the normalised output). Decay exponents are selected only where s <= t.
+// both for s <= t inside the chunk and 0 elsewhere. Without gk, P is stored decayed,
+// P[t][s] e^(G_t - G_s) with the scalar G, as steps 5 use it (with normalize, step 2 rewrites P
+// for the normalised output and applies the decay there). Decay exponents are selected only
+// where s <= t.
 //
 // Workgroup of (C/4)^2 threads; thread (ti, tj) owns the 4x4 block rows 4ti.., columns 4tj..
 // (blocks above the diagonal are all masked and skip the sums). Channel tiles of KT keys (for
@@ -92,11 +94,15 @@ void main()
         const uint sc = 4u * tj + y;
         const bvec4 keep = bvec4(sc <= rows.x && rows.x < L, sc <= rows.y && rows.y < L,
                                  sc <= rows.z && rows.z < L, sc <= rows.w && rows.w < L);
-        vec4 a = A[y];
-        if (!HAS_GK)
-            a *= exp(mix(vec4(0.0), gsi - s_gs[sc], keep));
+        vec4 a = A[y], p = P[y];
+        if (!HAS_GK) {
+            const vec4 dec = exp(mix(vec4(0.0), gsi - s_gs[sc], keep));
+            a *= dec;
+            if (!NORMALIZE)
+                p *= dec;
+        }
         a = mix(vec4(0.0), a, keep);
-        const vec4 p = mix(vec4(0.0), P[y], keep);
+        p = mix(vec4(0.0), p, keep);
         [[unroll]] for (uint r = 0; r < 4u; r++) {
             scr[ab + rows[r] * C + sc] = a[r];
             scr[pb + rows[r] * C + sc] = p[r];
