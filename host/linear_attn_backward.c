@@ -304,7 +304,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     /* in-chunk scores, then (normalize) the gradient of the normalised output */
     l.grid_z = VKLA_GRID_CHUNKS;
     l.grid_x = 1;
-    if ((r = get_pipe(ctx, &bp, "bwd_intra", true, (C / 4) * (C / 4), &l.pipe)) != VKLA_SUCCESS ||
+    if ((r = get_pipe(ctx, &bp, "bwd_intra", true, (C / 8) * (C / 8), &l.pipe)) != VKLA_SUCCESS ||
         (r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
         goto done;
     vkla__compute_barrier(ctx, cmd);

@@ -12,8 +12,8 @@
 // 4ti..4ti+3 x channels 8tj..8tj+7, for dq and dk. Every operand is staged in shared memory
 // so that each step of every sum is one vec4 read along tokens (do', v, P^T, P) and two along
 // channels (S_in, D, k, q) for 8 vec4 FMAs. P goes through shared memory in half-chunk
-// pieces. A scalar decay is folded into P once; a per-channel decay (gk) is applied per
-// element, its exponent selected only where s <= t.
+// pieces. A scalar decay is already folded into P (steps 1 and 2 store P e^(G_t - G_s)); a
+// per-channel decay (gk) is applied per element, its exponent selected only where s <= t.
 // Grid: x = key tiles, y = heads, z = chunks. P0 = C.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
@@ -125,19 +125,20 @@ void main()
         gl[y] = s_gc[gb + L - 1u];
     }
     const uint pb = chunk_row(pc.r_pmat, h, c, C * C);
+    // the in-chunk sums accumulate onto the decayed inter-chunk terms (fewer live registers):
+    // XQ becomes dq / scale, XK becomes dk
+    [[unroll]] for (uint y = 0; y < 8u; y++) {
+        XQ[y] *= exp(gt[y]);
+        XK[y] *= exp(gl[y] - gt[y]);
+    }
 
     // in-chunk dq: sum_{s<=t} P[t][s] k_s, from pieces of P^T [s][t]
-    vec4 DQ[8];
-    [[unroll]] for (uint y = 0; y < 8u; y++) DQ[y] = vec4(0.0);
     const uint smax = min(4u * ti + 4u, L);
     for (uint s0 = 0; s0 < L; s0 += HC) {
         barrier();
         for (uint e = lid; e < HC * C; e += NT) {
             const uint sc = s0 + e / C, t = e % C;
-            float p = scr[pb + t * C + sc];
-            if (!HAS_GK && sc <= t)
-                p *= exp(s_gs[t] - s_gs[sc]);
-            put_a(e, p);
+            put_a(e, scr[pb + t * C + sc]);
         }
         barrier();
         for (uint sc = s0; sc < min(s0 + HC, smax); sc++) {
@@ -146,14 +147,14 @@ void main()
             if (HAS_GK) {
                 const bvec4 m = greaterThanEqual(rows, uvec4(sc));
                 [[unroll]] for (uint y = 0; y < 4u; y++) {
-                    DQ[y] += p4 * k0[y] * exp(mix(vec4(0.0), gt[y] - s_gc[(8u * tj + y) * C + sc], m));
-                    DQ[y + 4u] += p4 * k1[y] *
+                    XQ[y] += p4 * k0[y] * exp(mix(vec4(0.0), gt[y] - s_gc[(8u * tj + y) * C + sc], m));
+                    XQ[y + 4u] += p4 * k1[y] *
                                   exp(mix(vec4(0.0), gt[y + 4u] - s_gc[(8u * tj + 4u + y) * C + sc], m));
                 }
             } else {
                 [[unroll]] for (uint y = 0; y < 4u; y++) {
-                    DQ[y] += p4 * k0[y];
-                    DQ[y + 4u] += p4 * k1[y];
+                    XQ[y] += p4 * k0[y];
+                    XQ[y + 4u] += p4 * k1[y];
                 }
             }
         }
@@ -165,32 +166,27 @@ void main()
         const uint sc = e / KQ, xx = e % KQ;
         put_b(e, (sc < L && x0 + xx < K) ? load_q(b, tb + sc, h, x0 + xx) : 0.0);
     }
-    vec4 DK[8];
-    [[unroll]] for (uint y = 0; y < 8u; y++) DK[y] = vec4(0.0);
     for (uint s0 = 0; s0 < L; s0 += HC) {
         barrier();
         for (uint e = lid; e < HC * C; e += NT) {
             const uint sc = s0 + e / C, t = e % C;
-            float p = scr[pb + sc * C + t];
-            if (!HAS_GK && t <= sc)
-                p *= exp(s_gs[sc] - s_gs[t]);
-            put_a(e, p);
+            put_a(e, scr[pb + sc * C + t]);
         }
         barrier();
         for (uint sc = max(s0, 4u * ti); sc < min(s0 + HC, L); sc++) {
-            const vec4 p4 = s_a4[((sc - s0) * C) / 4u + ti];
+            const vec4 p4 = pc.scale * s_a4[((sc - s0) * C) / 4u + ti];
             const vec4 q0 = s_b4[(sc * KQ) / 4u + 2u * tj], q1 = s_b4[(sc * KQ) / 4u + 2u * tj + 1u];
             if (HAS_GK) {
                 const bvec4 m = lessThanEqual(rows, uvec4(sc));
                 [[unroll]] for (uint y = 0; y < 4u; y++) {
-                    DK[y] += p4 * q0[y] * exp(mix(vec4(0.0), s_gc[(8u * tj + y) * C + sc] - gt[y], m));
-                    DK[y + 4u] += p4 * q1[y] *
+                    XK[y] += p4 * q0[y] * exp(mix(vec4(0.0), s_gc[(8u * tj + y) * C + sc] - gt[y], m));
+                    XK[y + 4u] += p4 * q1[y] *
                                   exp(mix(vec4(0.0), s_gc[(8u * tj + 4u + y) * C + sc] - gt[y + 4u], m));
                 }
             } else {
                 [[unroll]] for (uint y = 0; y < 4u; y++) {
-                    DK[y] += p4 * q0[y];
-                    DK[y + 4u] += p4 * q1[y];
+                    XK[y] += p4 * q0[y];
+                    XK[y + 4u] += p4 * q1[y];
                 }
             }
         }
@@ -199,8 +195,8 @@ void main()
     vec4 dg[8];
     [[unroll]] for (uint y = 0; y < 8u; y++) {
         const uint xx = 8u * tj + y, i = x0 + xx;
-        const vec4 dq = pc.scale * (exp(gt[y]) * XQ[y] + DQ[y]);
-        const vec4 dk = exp(gl[y] - gt[y]) * XK[y] + pc.scale * DK[y];
+        const vec4 dq = pc.scale * XQ[y];
+        const vec4 dk = XK[y];
         dg[y] = vec4(0.0);
         [[unroll]] for (uint a = 0; a < 4u; a++) {
             const uint t = rows[a];

@@ -3,7 +3,8 @@
 // denominator d_t = scale * q_t . z_t + eps and do_t . o_t of every token, from the state
 // entering the chunk and the scores A of step 1, give the upstream gradient of the
 // un-normalized output: do'_t[j] = do_t[j] / d_t (j < V) and do'_t[V] = -(do_t . o_t) / d_t.
-// Stores 1 / d_t and do'_t[V], and rewrites P[t][s] = do'_t . v_s (ones column included).
+// Stores 1 / d_t and do'_t[V], and rewrites P[t][s] = do'_t . v_s (ones column included),
+// times e^(G_t - G_s) without gk (the scalar decay, as step 1 stores P without normalize).
 // Thread t of the workgroup owns token t. Grid: x = 1, y = heads, z = chunks. P0 = C.
 #extension GL_GOOGLE_include_directive : require
 #include "bwd_common.glsl"
@@ -54,6 +55,10 @@ void main()
     const uint nb = chunk_row(pc.r_nrm, h, c, C * 2u) + t * 2u;
     scr[nb] = dinv;
     scr[nb + 1u] = w;
-    for (uint j = 0; j <= t; j++)
-        scr[pb + j] = scr[pb + j] * dinv + w;
+    if (HAS_GK)
+        for (uint j = 0; j <= t; j++)
+            scr[pb + j] = scr[pb + j] * dinv + w;
+    else
+        for (uint j = 0; j <= t; j++)
+            scr[pb + j] = (scr[pb + j] * dinv + w) * exp(s_gs[t] - s_gs[j]);
 }
