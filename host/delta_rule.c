@@ -223,13 +223,8 @@ void vkla__dr_binds(const vkla_dr_plan *p, const vkla_delta_rule_args *a, vkla_b
     binds[B_BETA] = vkla__bind_tensor(&a->beta, VKLA_ROWS_TOKENS);
     binds[B_G] = vkla__bind_tensor(&a->g, VKLA_ROWS_TOKENS);
     binds[B_H0] = vkla__bind_tensor(&a->h0, VKLA_ROWS_SEQS);
-    if (p->flags & F_VARLEN) {
-        binds[B_SEQ] = vkla__bind_region(scr, soff + p->off_seq, 16, VKLA_ROWS_WHOLE, 0, 0, 0,
-                                         (uint64_t)p->N * 16);
-        if (p->form == VKLA_FORM_CHUNK)
-            binds[B_CHUNK] = vkla__bind_region(scr, soff + p->off_chunk, 8, VKLA_ROWS_WHOLE, 0, 0,
-                                               0, p->seqs.nchunks * 8);
-    }
+    vkla__bind_seq_tables(&p->seqs, scr, soff + p->off_seq, soff + p->off_chunk, &binds[B_SEQ],
+                          &binds[B_CHUNK]);
     if (p->form == VKLA_FORM_CHUNK) {
         /* vec4 elements: the kernels index these as vec4 arrays */
         uint64_t nc = p->seqs.nchunks, kv = (uint64_t)p->K * p->V4, cc = (uint64_t)p->C * p->C / 4;

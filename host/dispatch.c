@@ -693,6 +693,16 @@ void vkla__order_after_earlier(vkla_context *ctx, VkCommandBuffer cmd)
                       VK_ACCESS_TRANSFER_WRITE_BIT);
 }
 
+void vkla__bind_seq_tables(const vkla_seqs *s, vkla_buffer *buf, uint64_t off_seq,
+                           uint64_t off_chunk, vkla_bind *seq, vkla_bind *chunk)
+{
+    if (!s->cu)
+        return;
+    *seq = vkla__bind_region(buf, off_seq, 16, VKLA_ROWS_WHOLE, 0, 0, 0, (uint64_t)s->n * 16);
+    if (s->chunk && s->chunk_off)
+        *chunk = vkla__bind_region(buf, off_chunk, 8, VKLA_ROWS_WHOLE, 0, 0, 0, s->nchunks * 8);
+}
+
 vkla_result vkla__upload_seq_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs *s,
                                     vkla_buffer *buf, uint64_t off_seq, uint64_t off_chunk)
 {

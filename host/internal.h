@@ -254,6 +254,10 @@ void vkla__order_after_earlier(vkla_context *ctx, VkCommandBuffer cmd);
  * vkCmdUpdateBuffer, then a transfer-to-compute barrier. The layout of shaders/common/seqs.glsl. */
 vkla_result vkla__upload_seq_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs *s,
                                     vkla_buffer *buf, uint64_t off_seq, uint64_t off_chunk);
+/* The bindings of those tables (left as they are without varlen; the chunk table only when s
+ * was made with a chunk size). */
+void vkla__bind_seq_tables(const vkla_seqs *s, vkla_buffer *buf, uint64_t off_seq,
+                           uint64_t off_chunk, vkla_bind *seq, vkla_bind *chunk);
 
 /* GPU timing of an op's own dispatches: records warmup+reps copies with timestamps. */
 typedef vkla_result (*vkla_record_fn)(vkla_context *ctx, VkCommandBuffer cmd, const void *args);

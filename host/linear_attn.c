@@ -186,13 +186,8 @@ void vkla__la_binds(const vkla_la_plan *p, const vkla_linear_attn_args *a, vkla_
     binds[B_HT] = vkla__bind_tensor(&a->ht, VKLA_ROWS_SEQS);
     binds[B_Z0] = vkla__bind_tensor(&a->z0, VKLA_ROWS_SEQS);
     binds[B_ZT] = vkla__bind_tensor(&a->zt, VKLA_ROWS_SEQS);
-    if (p->flags & F_VARLEN) {
-        binds[B_SEQ] = vkla__bind_region(scr, soff + p->off_seq, 16, VKLA_ROWS_WHOLE, 0, 0, 0,
-                                         (uint64_t)p->N * 16);
-        if (p->form == VKLA_FORM_CHUNK)
-            binds[B_CHUNK] = vkla__bind_region(scr, soff + p->off_chunk, 8, VKLA_ROWS_WHOLE, 0, 0,
-                                               0, p->seqs.nchunks * 8);
-    }
+    vkla__bind_seq_tables(&p->seqs, scr, soff + p->off_seq, soff + p->off_chunk, &binds[B_SEQ],
+                          &binds[B_CHUNK]);
     if (p->form == VKLA_FORM_CHUNK) {
         uint64_t nc = p->seqs.nchunks;
         binds[B_STATE] = vkla__bind_region(scr, soff + p->off_state, 4, VKLA_ROWS_CHUNKS,

@@ -320,12 +320,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
     }
     all[B_G] = vkla__bind_tensor(&a->g, VKLA_ROWS_TOKENS);
     all[B_GAMMA] = vkla__bind_tensor(&a->g_gamma, VKLA_ROWS_NONE);
-    if (p.d.flags & F_VARLEN) {
-        all[B_SEQ] = vkla__bind_region(scr, base + p.off_seq, 16, VKLA_ROWS_WHOLE, 0, 0, 0,
-                                       (uint64_t)p.d.N * 16);
-        all[B_CHUNK] = vkla__bind_region(scr, base + p.off_chunk, 8, VKLA_ROWS_WHOLE, 0, 0, 0,
-                                         p.d.seqs.nchunks * 8 + 8);
-    }
+    vkla__bind_seq_tables(&p.d.seqs, scr, base + p.off_seq, base + p.off_chunk, &all[B_SEQ],
+                          &all[B_CHUNK]);
     uint64_t nt = p.d.seqs.nchunks;
     if (p.d.form == VKLA_FORM_CHUNK) {
         uint64_t per = (uint64_t)(TILE / p.d.C) * 2 * p.Kp * p.Va;  /* per 64-token tile */

@@ -413,12 +413,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     c.tile_lanes = (TILE / c.rb) * (TILE / c.rb);
     c.common[B_G] = vkla__bind_tensor(&a->fwd.g, VKLA_ROWS_TOKENS);
     c.common[B_GAMMA] = vkla__bind_tensor(&a->fwd.g_gamma, VKLA_ROWS_NONE);
-    if (d->flags & F_VARLEN) {
-        c.common[B_SEQ] = vkla__bind_region(c.scr, c.base + p.off_seq, 16, VKLA_ROWS_WHOLE, 0, 0,
-                                            0, (uint64_t)d->N * 16);
-        c.common[B_CHUNK] = vkla__bind_region(c.scr, c.base + p.off_chunk, 8, VKLA_ROWS_WHOLE, 0,
-                                              0, 0, d->seqs.nchunks * 8 + 8);
-    }
+    vkla__bind_seq_tables(&d->seqs, c.scr, c.base + p.off_seq, c.base + p.off_chunk,
+                          &c.common[B_SEQ], &c.common[B_CHUNK]);
 
     /* every region any dispatch binds, for the split plan */
     vkla_bind all[B_COUNT + R_COUNT + 16];
