@@ -146,6 +146,86 @@ void key_products(uint lid, uint b, uint tb, uint h, uint L, uint vp, uint st, u
     }
 }
 
+shared vec4 s_y[C * KT4];
+
+// dQ = scale e^G E1 + MW K and dK = e^(G_last - G) F - b e^G E2 + MW^T Q + (PW + PW^T) K
+// (step 2) like key_products: thread (ti, tj) owns rows ti*RM.. and the key columns 8tj.. of
+// each tile of 64 keys (tiles spread over the chunk's workgroups); the contraction over the
+// tokens j runs in tiles of JT, staging MW[i][j], MW[j][i], PW[i][j] + PW[j][i] (all rows i)
+// and the rows j of k and q in shared memory. MW and PW are zero outside their triangles and
+// in rows >= L, so padded tokens add nothing.
+const uint JT = 4u * KT4;
+void tok_products(uint lid, uint b, uint tb, uint hq, uint L, uint brv)
+{
+    const uint ti = lid / 8u, tj = lid % 8u, i0 = ti * RM;
+    [[dont_unroll]] for (uint k0 = 64u * gl_WorkGroupID.x; k0 < K; k0 += 64u * gl_NumWorkGroups.x) {
+        vec4 dq[RM][2], dk[RM][2];
+        for (uint a = 0; a < RM; a++) {
+            const uint i = i0 + a;
+            const float eg = exp(s_g[i]), ed = exp(s_g[L - 1u] - s_g[i]);
+            for (uint u = 0; u < 2u; u++) {
+                const uint x4 = k0 / 4u + 2u * tj + u, row = brv + i * K4 + x4;
+                const bool ok = i < L && x4 < K4;
+                dq[a][u] = ok ? pc.scale * eg * bwd4_buf[row + R_E1] : vec4(0.0);
+                dk[a][u] = ok ? ed * bwd4_buf[row + R_F] - s_b[i] * eg * bwd4_buf[row + R_E2] : vec4(0.0);
+            }
+        }
+        [[dont_unroll]] for (uint j0 = 0; j0 < L; j0 += JT) {
+            // rows i of MW, PW at columns j0.. are vec4s; so are rows j at columns 4 it4..,
+            // scattered into the transposed tiles
+            [[dont_unroll]] for (uint e = lid; e < C * KT4; e += NT) {
+                const uint i = e / KT4, jg = e % KT4, it4 = e % C4, jj = e / C4;
+                s_x[e] = bwd4_buf[brv + R_MW + i * C4 + j0 / 4u + jg];
+                s_y[e] = bwd4_buf[brv + R_PW + i * C4 + j0 / 4u + jg];
+                const vec4 mt = bwd4_buf[brv + R_MW + (j0 + jj) * C4 + it4];
+                for (uint c = 0; c < 4u; c++)
+                    s_w[(4u * it4 + c) * KT4 + jj / 4u][jj % 4u] = mt[c];
+            }
+            barrier();
+            [[dont_unroll]] for (uint e = lid; e < C * KT4; e += NT) {
+                const uint it4 = e % C4, jj = e / C4;
+                const vec4 pt = bwd4_buf[brv + R_PW + (j0 + jj) * C4 + it4];
+                for (uint c = 0; c < 4u; c++)
+                    s_y[(4u * it4 + c) * KT4 + jj / 4u][jj % 4u] += pt[c];
+            }
+            [[dont_unroll]] for (uint e = lid; e < JT * 16u; e += NT) {
+                const uint jj = e / 16u, j = j0 + jj, x4 = k0 / 4u + e % 16u;
+                const bool ok = j < L && x4 < K4;
+                s_s[e] = ok ? load_k4(b, tb + j, hq, 4u * x4) * s_ik[j] : vec4(0.0);
+                s_n[e] = ok ? load_q4(b, tb + j, hq, 4u * x4) * s_iq[j] : vec4(0.0);
+            }
+            barrier();
+            for (uint jg = 0; jg < KT4; jg++) {
+                vec4 kr[4][2], qr[4][2];
+                for (uint m = 0; m < 4u; m++)
+                    for (uint u = 0; u < 2u; u++) {
+                        kr[m][u] = s_s[(4u * jg + m) * 16u + 2u * tj + u];
+                        qr[m][u] = s_n[(4u * jg + m) * 16u + 2u * tj + u];
+                    }
+                for (uint a = 0; a < RM; a++) {
+                    const uint x = (i0 + a) * KT4 + jg;
+                    const vec4 mw = s_x[x], mt = s_w[x], pw = s_y[x];
+                    for (uint m = 0; m < 4u; m++)
+                        for (uint u = 0; u < 2u; u++) {
+                            dq[a][u] += mw[m] * kr[m][u];
+                            dk[a][u] += mt[m] * qr[m][u] + pw[m] * kr[m][u];
+                        }
+                }
+            }
+            barrier();
+        }
+        for (uint a = 0; a < RM; a++)
+            for (uint u = 0; u < 2u; u++) {
+                const uint x4 = k0 / 4u + 2u * tj + u;
+                if (x4 < K4) {
+                    const uint o = brv + (i0 + a) * K4 + x4;
+                    bwd4_buf[o + R_DQ] = dq[a][u];
+                    bwd4_buf[o + R_DK] = dk[a][u];
+                }
+            }
+    }
+}
+
 void main()
 {
     const uint lid = gl_LocalInvocationID.x;
@@ -257,46 +337,8 @@ void main()
     }
 
     if (step == 2u) {
-    // dQ, dK (of the normalized q, k), four key columns per element, and the per-token scalars
-    // four rows i0.. per element: MW and PW are zero outside their triangles and rows >= L,
-    // and row j of MW, PW at columns i0..i0+3 is one vec4
-    [[dont_unroll]] for (uint e = elem0(); e < C4 * K4; e += elem_step()) {
-        const uint i0 = 4u * (e / K4), x4 = e % K4;
-        vec4 dq[4], dk[4];
-        [[unroll]] for (uint a = 0; a < 4u; a++) {
-            const uint i = i0 + a, row = i * K4 + x4;
-            const float eg = exp(s_g[i]);
-            dq[a] = i < L ? pc.scale * eg * bwd4_buf[brv + R_E1 + row] : vec4(0.0);
-            dk[a] = i < L ? exp(gl - s_g[i]) * bwd4_buf[brv + R_F + row] -
-                                s_b[i] * eg * bwd4_buf[brv + R_E2 + row]
-                          : vec4(0.0);
-        }
-        // four tokens j0.. at a time: rows i0 + a of MW and PW at columns j0.. are vec4s
-        [[dont_unroll]] for (uint j0 = 0; j0 < L; j0 += 4u) {
-            vec4 mwi[4], pwi[4];
-            [[unroll]] for (uint a = 0; a < 4u; a++) {
-                mwi[a] = bwd4_buf[brv + R_MW + (i0 + a) * C4 + j0 / 4u];
-                pwi[a] = bwd4_buf[brv + R_PW + (i0 + a) * C4 + j0 / 4u];
-            }
-            [[unroll]] for (uint m = 0; m < 4u; m++) {
-                const uint j = j0 + m;
-                if (j >= L)
-                    break;
-                const vec4 kj = load_k4(b, tb + j, hq, 4u * x4) * s_ik[j];
-                const vec4 qj = load_q4(b, tb + j, hq, 4u * x4) * s_iq[j];
-                const vec4 mwj = bwd4_buf[brv + R_MW + j * C4 + i0 / 4u]; // MW[j][i0 + a]
-                const vec4 pwj = bwd4_buf[brv + R_PW + j * C4 + i0 / 4u]; // PW[j][i0 + a]
-                [[unroll]] for (uint a = 0; a < 4u; a++) {
-                    dq[a] += mwi[a][m] * kj;
-                    dk[a] += mwj[a] * qj + (pwi[a][m] + pwj[a]) * kj;
-                }
-            }
-        }
-        [[unroll]] for (uint a = 0; a < 4u; a++) {
-            bwd4_buf[brv + R_DQ + (i0 + a) * K4 + x4] = dq[a];
-            bwd4_buf[brv + R_DK + (i0 + a) * K4 + x4] = dk[a];
-        }
-    }
+    // dQ, dK (of the normalized q, k), the key tiles spread over the chunk's workgroups
+    tok_products(lid, b, tb, hq, L, brv);
     [[dont_unroll]] for (uint i = elem0(); i < C; i += elem_step()) {
         float dG = 0.0, db = 0.0, r = 0.0;
         if (i < L) {
