@@ -365,6 +365,23 @@ static double case_device_bytes(const bcase *c)
   return b;
 }
 
+/* The problem --check compares: p itself when the reference's cost fits the budget, else a
+ * prefix of its first sequence halved until it fits. Returns 1 when it is a prefix. */
+static int check_problem(const tool_op *op, const tool_problem *p, double budget,
+                         tool_problem *cp)
+{
+  *cp = *p;
+  if (op->ref_cost(p) <= budget)
+    return 0;
+  int64_t t = p->T;
+  *cp = tool_problem_prefix(p, t);
+  while (t > 1 && op->ref_cost(cp) > budget) {
+    t /= 2;
+    *cp = tool_problem_prefix(p, t);
+  }
+  return 1;
+}
+
 /* --check of a backward case: every gradient against the float64 reference, on the whole
  * problem when the reference is cheap enough, else on a prefix of the first sequence */
 static void check_bwd(vkla_context *ctx, const bcase *c, const tool_opts *o,
@@ -372,17 +389,8 @@ static void check_bwd(vkla_context *ctx, const bcase *c, const tool_opts *o,
                       tool_err *e, const char **stage, vkla_result *r)
 {
   const tool_op *op = c->op;
-  tool_problem cp = *p;
-  int sliced = 0;
-  if (op->ref_cost(p) > CHECK_BUDGET / 2) {
-    int64_t t = p->T;
-    cp = tool_problem_prefix(p, t);
-    while (t > 1 && op->ref_cost(&cp) > CHECK_BUDGET / 2) {
-      t /= 2;
-      cp = tool_problem_prefix(p, t);
-    }
-    sliced = 1;
-  }
+  tool_problem cp;
+  int sliced = check_problem(op, p, CHECK_BUDGET / 2, &cp);
   tool_dev cd;
   memset(&cd, 0, sizeof cd);
   const tool_dev *use = d;
@@ -409,9 +417,10 @@ static void check_bwd(vkla_context *ctx, const bcase *c, const tool_opts *o,
     cr->checked = gc.pass ? 1 : -1;
     cr->check_B = cp.B;
     cr->check_T = cp.T;
-    cr->chk.nmse_o = 0; /* the worst gradient, relative to its target */
+    double worst = -1; /* the gradient closest to (or furthest past) its target */
     for (int i = 0; i < TI_GRADS; i++)
-      if (gc.has[i] && gc.nmse[i] / gc.target[i] >= cr->chk.nmse_o / (cr->chk.target_o > 0 ? cr->chk.target_o : 1)) {
+      if (gc.has[i] && gc.nmse[i] / gc.target[i] > worst) {
+        worst = gc.nmse[i] / gc.target[i];
         cr->chk.nmse_o = gc.nmse[i];
         cr->chk.target_o = gc.target[i];
       }
@@ -502,17 +511,8 @@ static void run_case(vkla_context *ctx, const bcase *c, const runcfg *cfg, doubl
   } else if (cfg->check) {
     /* the reference is O(T K V) (causal) or O(T^2) (lion): check a prefix of the first
      * sequence when the whole problem would take too long */
-    tool_problem cp = p;
-    int sliced = 0;
-    if (op->ref_cost(&p) > CHECK_BUDGET) {
-      int64_t t = p.T;
-      cp = tool_problem_prefix(&p, t);
-      while (t > 1 && op->ref_cost(&cp) > CHECK_BUDGET) {
-        t /= 2;
-        cp = tool_problem_prefix(&p, t);
-      }
-      sliced = 1;
-    }
+    tool_problem cp;
+    int sliced = check_problem(op, &p, CHECK_BUDGET, &cp);
     tool_dev cd;
     memset(&cd, 0, sizeof cd);
     const tool_dev *use = &d;
