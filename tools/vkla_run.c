@@ -367,12 +367,7 @@ int main(int argc, char **argv)
     const float *data[MAX_OUT_FILES] = {res_o, res_ht};
     int ndims[MAX_OUT_FILES] = {4, 4};
     int64_t shapes[MAX_OUT_FILES][4] = {{p.B, p.T, p.HV, p.V}, {p.N, p.HV, p.K, p.V}};
-    int nfiles = 1;
-    if (op->causal) {
-      names[1] = "ht";
-      data[1] = res_ht;
-      nfiles = 2;
-    }
+    int nfiles = op->causal ? 2 : 1;
     for (int i = 0; i < TI_GRADS; i++) {
       if (!res_g[i])
         continue;
