@@ -238,6 +238,23 @@ void vkla__dr_binds(const vkla_dr_plan *p, const vkla_delta_rule_args *a, vkla_b
     }
 }
 
+vkla_dr_sizes vkla__dr_sizes(const vkla_dr_plan *p)
+{
+    vkla_dr_sizes z;
+    z.HV = p->HV;
+    z.K = p->K;
+    z.V = p->V;
+    z.cs = vkla__chunk_sums(&p->seqs, p->C);
+    z.tok = z.cs.s1;
+    double es = (double)vkla_dtype_size(p->dtype);
+    z.qk = es * z.tok * p->H * 2 * z.K;
+    z.vo = es * z.tok * z.HV * z.V;
+    z.gates = 4 * z.tok * z.HV * (1 + ((p->flags & F_G) ? 1 : 0));
+    z.states = 4 * z.HV * z.cs.n * z.K * z.V;
+    z.work = 4 * z.HV * z.tok * (2 * z.K + z.V);
+    return z;
+}
+
 vkla_result vkla__dr_begin(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr_plan *p,
                            vkla_buffer *scr, uint64_t soff)
 {
@@ -264,12 +281,20 @@ vkla_result vkla__dr_prep_scan(vkla_context *ctx, VkCommandBuffer cmd, const vkl
     snprintf(name, sizeof(name), "delta_rule/chunk_scan.%s", ds);
     if ((r = vkla__get_pipeline(ctx, name, spec2, 7, B_COUNT, 0, &p2)) != VKLA_SUCCESS)
         return r;
+    const vkla_dr_sizes z = vkla__dr_sizes(p);
+    const vkla_chunk_sums cs = z.cs;
     l->pipe = p1;
     l->grid_x = 1;
     l->grid_z = VKLA_GRID_CHUNKS;
+    /* A = strictly_lower(K K^T), T = (I + A)^-1, W = T (b e^G K), U = T (b V) */
+    l->flops = z.HV * ((cs.s2 - cs.s1) * z.K + cs.s3 / 3 + (cs.s2 + cs.s1) * (z.K + z.V));
+    l->bytes = z.qk / 2 + z.vo + z.gates + z.work;
     if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, l)) != VKLA_SUCCESS)
         return r;
     vkla__compute_barrier(ctx, cmd);
+    l->flops = z.HV * (4 * z.K * z.V * z.tok + 2 * z.K * z.V * cs.n); /* W S, K^T V', decay */
+    l->bytes = z.work + z.states + 4 * z.HV * z.tok * z.V +
+               4 * z.HV * p->N * z.K * z.V * (!!(p->flags & F_H0) + !!(p->flags & F_HT));
     l->pipe = p2;
     l->grid_x = (p->V + svt - 1) / svt;
     l->grid_z = VKLA_GRID_SEQS;
@@ -304,6 +329,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_del
     vkla__dr_push(&p, a, &l);
     l.nbind = B_COUNT;
     l.binds = binds;
+    const vkla_dr_sizes z = vkla__dr_sizes(&p);
     char name[64];
     const char *ds = vkla__dr_dtype_suffix(p.dtype);
     if (p.form == VKLA_FORM_RECURRENT) {
@@ -319,6 +345,9 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_del
             goto done;
         l.grid_x = (p.V + vt - 1) / vt;
         l.grid_z = VKLA_GRID_SEQS;
+        l.flops = z.tok * z.HV * (6 * z.K * z.V + 2 * z.V + ((p.flags & F_G) ? z.K * z.V : 0));
+        l.bytes = z.qk + 2 * z.vo + z.gates +
+                  4 * z.HV * p.N * z.K * z.V * (!!(p.flags & F_H0) + !!(p.flags & F_HT));
         r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
         goto done;
     }
@@ -333,6 +362,9 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_del
         goto done;
     l.grid_x = (p.V + 63) / 64; /* value tiles of 64 */
     l.grid_z = VKLA_GRID_CHUNKS;
+    /* intra (Q K^T) causal and its product with V', (Q e^G) S */
+    l.flops = z.HV * ((z.cs.s2 + z.cs.s1) * (z.K + z.V) + 2 * z.K * z.V * z.tok);
+    l.bytes = z.qk + 4 * z.HV * z.tok * z.V + z.gates + z.states + z.vo;
     r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
 done:
     free(splits);

@@ -60,4 +60,13 @@ bool vkla__dr_vec4_view(const vkla_context *ctx, const vkla_tensor *t);
 /* "f32", "f16" or "bf16": the suffix of the kernel variants */
 const char *vkla__dr_dtype_suffix(vkla_dtype d);
 
+/* The sizes the per-launch models use (docs/bench.md, "Per-kernel breakdown"): value heads,
+ * K, V, tokens, the chunk sums, and bytes: qk (q and k, read once), vo (v or o, or dout),
+ * gates (beta and g), the per-chunk states and a (W, U, KD) work record per token, all f32. */
+typedef struct vkla_dr_sizes {
+    double HV, K, V, tok, qk, vo, gates, states, work;
+    vkla_chunk_sums cs;
+} vkla_dr_sizes;
+vkla_dr_sizes vkla__dr_sizes(const vkla_dr_plan *p);
+
 #endif

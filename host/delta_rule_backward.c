@@ -268,6 +268,20 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     } kernels[3] = {{"bwd_local", 2, 64, bp.groups, VKLA_GRID_CHUNKS},
                     {"bwd_scan", bp.passes, vt, (p->V4 + vt - 1) / vt, VKLA_GRID_SEQS},
                     {"bwd_grad", 4, 64, bp.groups, VKLA_GRID_CHUNKS}};
+    /* the per-launch models of steps 3 to 5 (docs/bench.md): FLOPs and bytes per (kernel, step);
+     * bwd_scan's are those of all its passes, shared evenly */
+    const vkla_dr_sizes z = vkla__dr_sizes(p);
+    const double tri = z.HV * (z.cs.s2 + z.cs.s1), sq = z.HV * z.cs.s2, cub = z.HV * z.cs.s3;
+    const double kvt = z.HV * 2 * z.K * z.V * z.tok, tv = 4 * z.HV * z.tok * z.V;
+    const double blk = 4 * sq, dst = 4 * z.HV * p->N * z.K * z.V;
+    const double model[3][4][2] = {
+        {{tri * z.K, z.qk + z.gates + 2 * blk}, {tri * z.V + kvt, blk + z.vo + z.qk / 2 + tv + z.states}},
+        {{2 * kvt + z.HV * 2 * z.K * z.V * z.cs.n,
+          z.work * 2 / 3 + 2 * tv + 2 * z.states + dst * (!!a->dht.buffer + !!a->dh0.buffer)}},
+        {{2 * kvt + tri * z.V + sq * z.V, z.vo + 2 * tv + 2 * z.states + blk},
+         {kvt + sq * z.V + 2 * cub / 3, 2 * tv + z.states + 2 * blk},
+         {tri * 3 * z.K + 6 * sq * z.K, z.qk + 2 * blk + z.work},
+         {0, 2 * z.work}}};
     for (int i = 0; i < 3; i++) {
         if ((r = pipeline(ctx, p, kernels[i].kernel, kernels[i].threads, kernels[i].threads,
                           bp.nper, B_COUNT, &l.pipe)) != VKLA_SUCCESS)
@@ -277,6 +291,9 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         for (uint32_t k = 0; k < kernels[i].steps; k++) {
             vkla__compute_barrier(ctx, cmd);
             l.push[W_FLAGS] = flags | k << 16;
+            const double(*m)[2] = model[i], share = i == 1 ? kernels[i].steps : 1;
+            l.flops = m[i == 1 ? 0 : k][0] / share;
+            l.bytes = m[i == 1 ? 0 : k][1] / share;
             if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, bsplits, nbsplit, &l)) != VKLA_SUCCESS)
                 goto done;
         }
@@ -289,6 +306,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         if ((r = vkla__plan_splits(ctx, &p->seqs, p->H, sb, S_COUNT, &ssplits, &nssplit)) != VKLA_SUCCESS)
             goto done;
         vkla__compute_barrier(ctx, cmd);
+        l.flops = 0;
+        l.bytes = z.work * (2 * z.K + z.V + 2) / (2 * z.K + z.V) + z.qk + z.vo + z.gates;
         r = vkla__launch_splits(ctx, cmd, &p->seqs, ssplits, nssplit, &l);
     }
 done:

@@ -433,8 +433,116 @@ oom:
     return vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
 }
 
-vkla_result vkla__launch(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs *s,
-                         const vkla_split *sp, const vkla_launch *l)
+/* ------------------------------------------------------------------------------------------ */
+/* Per-launch profile (vkla_context_profile)                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct vkla_prof_launch {
+    const char *name;      /* the pipeline's name (the pipeline lives as long as the context) */
+    uint32_t groups[3];
+    uint32_t dispatches;
+    double flops, bytes;
+} vkla_prof_launch;
+
+/* The recorder of one profiled bench call: the launches of one op call are listed while the
+ * first warm-up copy is recorded (counting), then each timed copy stamps them in that order. */
+struct vkla_prof_rec {
+    bool counting;
+    vkla_prof_launch *launch;
+    uint32_t n, cap;
+    uint32_t cur;          /* next launch of the copy being recorded */
+    uint32_t query_base;   /* its first timestamp query */
+    uint32_t dispatches;   /* of the launch being recorded */
+    uint32_t groups[3];
+    bool failed;           /* out of host memory, or a copy with other launches */
+};
+
+static void prof_open(vkla_context *ctx, VkCommandBuffer cmd)
+{
+    struct vkla_prof_rec *pr = ctx->prof;
+    if (!pr)
+        return;
+    pr->dispatches = 0;
+    memset(pr->groups, 0, sizeof(pr->groups));
+    if (pr->counting)
+        return;
+    if (pr->cur >= pr->n) {
+        pr->failed = true;
+        return;
+    }
+    ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, ctx->timestamps,
+                                pr->query_base + 2 * pr->cur);
+}
+
+static void prof_close(vkla_context *ctx, VkCommandBuffer cmd, const vkla_launch *l)
+{
+    struct vkla_prof_rec *pr = ctx->prof;
+    if (!pr || pr->failed)
+        return;
+    if (!pr->counting) {
+        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, ctx->timestamps,
+                                    pr->query_base + 2 * pr->cur + 1);
+        pr->cur++;
+        return;
+    }
+    if (pr->n == pr->cap) {
+        uint32_t cap = pr->cap ? 2 * pr->cap : 16;
+        vkla_prof_launch *nl = realloc(pr->launch, cap * sizeof(*nl));
+        if (!nl) {
+            pr->failed = true;
+            return;
+        }
+        pr->launch = nl;
+        pr->cap = cap;
+    }
+    vkla_prof_launch *e = &pr->launch[pr->n++];
+    e->name = l->pipe->name;
+    memcpy(e->groups, pr->groups, sizeof(e->groups));
+    e->dispatches = pr->dispatches;
+    e->flops = l->flops;
+    e->bytes = l->bytes;
+}
+
+static void prof_dispatch(vkla_context *ctx, uint32_t x, uint32_t y, uint32_t z)
+{
+    struct vkla_prof_rec *pr = ctx->prof;
+    if (!pr)
+        return;
+    if (!pr->dispatches) {
+        pr->groups[0] = x;
+        pr->groups[1] = y;
+        pr->groups[2] = z;
+    }
+    pr->dispatches++;
+}
+
+vkla_result vkla_context_profile(vkla_context *ctx, vkla_profile *profile)
+{
+    if (!ctx)
+        return VKLA_ERROR_NULL_POINTER;
+    if (profile && !profile->kernels && profile->capacity)
+        return vkla__fail(ctx, VKLA_ERROR_NULL_POINTER,
+                          "profile: kernels is NULL with a capacity of %u", profile->capacity);
+    ctx->profile = profile;
+    return VKLA_SUCCESS;
+}
+
+vkla_chunk_sums vkla__chunk_sums(const vkla_seqs *s, uint32_t C)
+{
+    vkla_chunk_sums cs = {0, 0, 0, 0};
+    for (uint32_t i = 0; i < s->n; i++) {
+        double L = vkla__seq_len(s, i), full = C ? floor(L / C) : 0, rem = L - full * C;
+        cs.n += full + (rem > 0);
+        cs.s1 += L;
+        cs.s2 += full * C * C + rem * rem;
+        cs.s3 += full * C * C * C + rem * rem * rem;
+    }
+    return cs;
+}
+
+/* One piece of a launch (no profile stamps). */
+static vkla_result launch_piece(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs *s,
+                                const vkla_split *sp, const vkla_launch *l)
 {
     uint64_t align = ctx->caps.props.limits.minStorageBufferOffsetAlignment;
     VkDescriptorBufferInfo infos[VKLA_MAX_BINDINGS];
@@ -491,8 +599,10 @@ vkla_result vkla__launch(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs
         }
         ctx->vk.vkCmdPushConstants(cmd, l->pipe->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                                    l->push_words * 4, push);
-        if (n && l->grid_x && ny)
+        if (n && l->grid_x && ny) {
             ctx->vk.vkCmdDispatch(cmd, l->grid_x, ny, n);
+            prof_dispatch(ctx, l->grid_x, ny, n);
+        }
         z += n;
         if (z < nz)
             vkla__compute_barrier(ctx, cmd);
@@ -500,17 +610,28 @@ vkla_result vkla__launch(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs
     return VKLA_SUCCESS;
 }
 
+vkla_result vkla__launch(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs *s,
+                         const vkla_split *sp, const vkla_launch *l)
+{
+    prof_open(ctx, cmd);
+    vkla_result r = launch_piece(ctx, cmd, s, sp, l);
+    prof_close(ctx, cmd, l);
+    return r;
+}
+
 vkla_result vkla__launch_splits(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs *s,
                                 const vkla_split *splits, uint32_t nsplit, const vkla_launch *l)
 {
     vkla_result r = VKLA_SUCCESS;
+    prof_open(ctx, cmd);
     for (uint32_t i = 0; i < nsplit && r == VKLA_SUCCESS; i++) {
         /* pieces write disjoint outputs, but their windows (and the placeholder buffer) may
          * overlap: keep them ordered so synchronization validation stays quiet */
         if (i)
             vkla__compute_barrier(ctx, cmd);
-        r = vkla__launch(ctx, cmd, s, &splits[i], l);
+        r = launch_piece(ctx, cmd, s, &splits[i], l);
     }
+    prof_close(ctx, cmd, l);
     return r;
 }
 
@@ -524,12 +645,101 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static double median_of(double *v, uint32_t n)
+{
+    qsort(v, n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Records warmup copies of the op in one submission; with pr, the first is where the launches
+ * are listed. */
+static vkla_result bench_warmup(vkla_context *ctx, vkla_record_fn rec, const void *args,
+                                uint32_t warmup, struct vkla_prof_rec *pr)
+{
+    VkCommandBuffer cmd;
+    vkla_result r;
+    if ((r = vkla__begin_run(ctx, &cmd)) != VKLA_SUCCESS)
+        return r;
+    for (uint32_t i = 0; i < warmup; i++) {
+        ctx->prof = i == 0 ? pr : NULL;
+        r = rec(ctx, cmd, args);
+        ctx->prof = NULL;
+        if (r != VKLA_SUCCESS) {
+            ctx->vk.vkEndCommandBuffer(cmd);
+            return r;
+        }
+        vkla__compute_barrier(ctx, cmd);
+    }
+    if (pr && pr->failed)
+        r = vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
+    if (r == VKLA_SUCCESS)
+        r = vkla__submit_wait(ctx);
+    else
+        ctx->vk.vkEndCommandBuffer(cmd);
+    return r;
+}
+
+/* Medians of the launches' and of the whole calls' times into ctx->profile. */
+static vkla_result profile_fill(vkla_context *ctx, const struct vkla_prof_rec *pr,
+                                const uint64_t *ts, uint32_t reps, uint64_t mask, double period,
+                                const double *times_us)
+{
+    vkla_profile *out = ctx->profile;
+    double *t = malloc(reps * sizeof(double));
+    if (!t)
+        return vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
+    uint32_t qs = 2 + 2 * pr->n;
+    for (uint32_t j = 0; j < pr->n && j < out->capacity; j++) {
+        for (uint32_t i = 0; i < reps; i++) {
+            const uint64_t *q = ts + (uint64_t)i * qs + 2 + 2 * j;
+            t[i] = (double)((q[1] - q[0]) & mask) * period / 1000.0;
+        }
+        vkla_kernel_time *k = &out->kernels[j];
+        memset(k, 0, sizeof(*k));
+        snprintf(k->name, sizeof(k->name), "%s", pr->launch[j].name);
+        memcpy(k->groups, pr->launch[j].groups, sizeof(k->groups));
+        k->dispatches = pr->launch[j].dispatches;
+        k->time_us = median_of(t, reps);
+        k->flops = pr->launch[j].flops;
+        k->bytes = pr->launch[j].bytes;
+    }
+    memcpy(t, times_us, reps * sizeof(double));
+    out->total_us = median_of(t, reps);
+    out->count = pr->n;
+    out->reps = reps;
+    free(t);
+    return VKLA_SUCCESS;
+}
+
 vkla_result vkla__bench(vkla_context *ctx, vkla_record_fn rec, const void *args, uint32_t warmup,
                         uint32_t reps, double *times_us)
 {
     if (!times_us || reps == 0)
         return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, "bench: reps must be >= 1 and times_us set");
-    uint32_t nq = 2 * reps;
+    vkla_device_info info;
+    vkla_context_device_info(ctx, &info);
+    if (info.timestamp_valid_bits == 0)
+        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED, "the queue has no timestamp support");
+    /* profiled: the first warm-up copy lists the launches, every timed copy stamps each */
+    struct vkla_prof_rec prof, *pr = NULL;
+    if (ctx->profile) {
+        memset(&prof, 0, sizeof(prof));
+        prof.counting = true;
+        pr = &prof;
+        if (warmup == 0)
+            warmup = 1;
+    }
+    vkla_result r = VKLA_SUCCESS;
+    uint64_t *ts = NULL;
+    /* warm-up in its own submission (pipelines created, caches warm) */
+    if (warmup && (r = bench_warmup(ctx, rec, args, warmup, pr)) != VKLA_SUCCESS)
+        goto done;
+    uint32_t qs = 2 + (pr ? 2 * pr->n : 0); /* queries per copy */
+    if ((uint64_t)qs * reps > UINT32_MAX / 2) {
+        r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, "bench: too many repetitions");
+        goto done;
+    }
+    uint32_t nq = qs * reps;
     if (ctx->timestamps && ctx->timestamp_count < nq) {
         ctx->vk.vkDestroyQueryPool(ctx->device, ctx->timestamps, NULL);
         ctx->timestamps = VK_NULL_HANDLE;
@@ -538,66 +748,67 @@ vkla_result vkla__bench(vkla_context *ctx, vkla_record_fn rec, const void *args,
         VkQueryPoolCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
                                      .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = nq};
         VkResult vr = ctx->vk.vkCreateQueryPool(ctx->device, &qci, NULL, &ctx->timestamps);
-        if (vr != VK_SUCCESS)
-            return vkla__vkfail(ctx, vr, "vkCreateQueryPool");
+        if (vr != VK_SUCCESS) {
+            r = vkla__vkfail(ctx, vr, "vkCreateQueryPool");
+            goto done;
+        }
         ctx->timestamp_count = nq;
     }
-    vkla_device_info info;
-    vkla_context_device_info(ctx, &info);
-    if (info.timestamp_valid_bits == 0)
-        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED, "the queue has no timestamp support");
     VkCommandBuffer cmd;
-    vkla_result r;
-    /* warm-up in its own submission (pipelines created, caches warm) */
-    if (warmup) {
-        if ((r = vkla__begin_run(ctx, &cmd)) != VKLA_SUCCESS)
-            return r;
-        for (uint32_t i = 0; i < warmup; i++) {
-            if ((r = rec(ctx, cmd, args)) != VKLA_SUCCESS) {
-                ctx->vk.vkEndCommandBuffer(cmd);
-                return r;
-            }
-            vkla__compute_barrier(ctx, cmd);
-        }
-        if ((r = vkla__submit_wait(ctx)) != VKLA_SUCCESS)
-            return r;
-    }
     if ((r = vkla__begin_run(ctx, &cmd)) != VKLA_SUCCESS)
-        return r;
+        goto done;
     ctx->vk.vkCmdResetQueryPool(cmd, ctx->timestamps, 0, nq);
+    if (pr)
+        pr->counting = false;
     for (uint32_t i = 0; i < reps; i++) {
         vkla__compute_barrier(ctx, cmd);
         /* BOTTOM_OF_PIPE: the start stamp waits for all earlier work (the previous repetition)
          * to finish; a TOP_OF_PIPE stamp could be taken while it still runs and would charge
          * its tail to this repetition. */
-        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, ctx->timestamps, 2 * i);
-        if ((r = rec(ctx, cmd, args)) != VKLA_SUCCESS) {
-            ctx->vk.vkEndCommandBuffer(cmd);
-            return r;
+        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, ctx->timestamps, qs * i);
+        if (pr) {
+            pr->cur = 0;
+            pr->query_base = qs * i + 2;
         }
-        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, ctx->timestamps, 2 * i + 1);
+        ctx->prof = pr;
+        r = rec(ctx, cmd, args);
+        ctx->prof = NULL;
+        if (r == VKLA_SUCCESS && pr && (pr->failed || pr->cur != pr->n))
+            r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
+                           "profile: the op recorded other launches in a later repetition");
+        if (r != VKLA_SUCCESS) {
+            ctx->vk.vkEndCommandBuffer(cmd);
+            goto done;
+        }
+        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, ctx->timestamps, qs * i + 1);
     }
     if ((r = vkla__submit_wait(ctx)) != VKLA_SUCCESS)
-        return r;
-    uint64_t *ts = malloc(nq * sizeof(uint64_t));
-    if (!ts)
-        return vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
+        goto done;
+    ts = malloc((size_t)nq * sizeof(uint64_t));
+    if (!ts) {
+        r = vkla__fail(ctx, VKLA_ERROR_OUT_OF_MEMORY, "out of host memory");
+        goto done;
+    }
     VkResult vr = ctx->vk.vkGetQueryPoolResults(ctx->device, ctx->timestamps, 0, nq,
                                                 nq * sizeof(uint64_t), ts, sizeof(uint64_t),
                                                 VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
     if (vr != VK_SUCCESS) {
-        free(ts);
-        return vkla__vkfail(ctx, vr, "vkGetQueryPoolResults");
+        r = vkla__vkfail(ctx, vr, "vkGetQueryPoolResults");
+        goto done;
     }
     uint64_t mask = info.timestamp_valid_bits >= 64 ? UINT64_MAX
                                                     : ((1ull << info.timestamp_valid_bits) - 1);
     for (uint32_t i = 0; i < reps; i++) {
-        uint64_t d = (ts[2 * i + 1] - ts[2 * i]) & mask; /* wraps within the valid bits */
+        uint64_t d = (ts[qs * i + 1] - ts[qs * i]) & mask; /* wraps within the valid bits */
         times_us[i] = (double)d * info.timestamp_period_ns / 1000.0;
     }
+    if (pr)
+        r = profile_fill(ctx, pr, ts, reps, mask, info.timestamp_period_ns, times_us);
+done:
     free(ts);
-    (void)cmp_double;
-    return VKLA_SUCCESS;
+    if (pr)
+        free(pr->launch);
+    return r;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -117,6 +117,8 @@ struct vkla_context {
     vkla_buffer *staging;    /* upload/download when device memory is not mappable */
     VkQueryPool timestamps;
     uint32_t timestamp_count;
+    vkla_profile *profile;   /* vkla_context_profile: NULL = off */
+    struct vkla_prof_rec *prof; /* set only while vkla__bench records a profiled op */
 };
 
 /* Errors: set the context message and return the code. ctx may be NULL. */
@@ -219,7 +221,17 @@ typedef struct vkla_launch {
     uint32_t push_words;
     int base_word[VKLA_MAX_BINDINGS]; /* where binding i's base goes, -1 = nowhere */
     int split_word;                   /* h_begin, s_begin, c_begin at split_word..+2 */
+    /* The launch site's model of this launch (all its pieces), for vkla_context_profile:
+     * FLOPs and bytes moved (docs/bench.md, "Per-kernel breakdown"); 0 = not modelled. */
+    double flops, bytes;
 } vkla_launch;
+
+/* Chunk statistics of a call's sequences for chunk size C: chunks, sum of chunk lengths
+ * (tokens), of their squares and cubes (the terms of the FLOP models). */
+typedef struct vkla_chunk_sums {
+    double n, s1, s2, s3;
+} vkla_chunk_sums;
+vkla_chunk_sums vkla__chunk_sums(const vkla_seqs *s, uint32_t C);
 
 /* Find splits so every binding window fits maxStorageBufferRange. */
 vkla_result vkla__plan_splits(vkla_context *ctx, const vkla_seqs *s, uint32_t H,

@@ -166,6 +166,21 @@ void vkla__la_fill_push(const vkla_la_plan *p, const vkla_linear_attn_args *a, v
     l->split_word = W_SPLIT;
 }
 
+vkla_la_sizes vkla__la_sizes(const vkla_la_plan *p)
+{
+    vkla_la_sizes z;
+    z.H = p->H;
+    z.K = p->K;
+    z.V = p->V;
+    z.VP = p->VP;
+    z.cs = vkla__chunk_sums(&p->seqs, p->C);
+    z.tok = z.cs.s1;
+    z.es = (double)vkla_dtype_size(p->dtype);
+    z.gates = 4 * z.tok * z.H * (((p->flags & F_G) ? 1 : 0) + ((p->flags & F_GK) ? z.K : 0));
+    z.states = 4 * z.H * z.cs.n * z.K * z.VP;
+    return z;
+}
+
 const char *vkla__la_dtype_suffix(vkla_dtype d)
 {
     return d == VKLA_DTYPE_F16 ? "f16" : d == VKLA_DTYPE_BF16 ? "bf16" : "f32";
@@ -224,12 +239,18 @@ vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const
         return r;
     if ((r = vkla__get_pipeline(ctx, "linear_attn/chunk_scan.f32", spec2, 8, B_COUNT, 0, &p2)) != VKLA_SUCCESS)
         return r;
+    const vkla_la_sizes z = vkla__la_sizes(p);
     l.pipe = p1;
     l.grid_x = ((p->K + 63) / 64) * ((p->VP + 63) / 64);
     l.grid_z = VKLA_GRID_CHUNKS;
+    l.flops = z.H * 2 * z.K * z.VP * z.tok; /* K^T V per chunk */
+    l.bytes = z.es * z.tok * z.H * (z.K + z.V) + z.gates + z.states;
     if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
         return r;
     vkla__compute_barrier(ctx, cmd);
+    l.flops = z.H * 2 * z.K * z.VP * z.cs.n; /* decay and add per chunk */
+    l.bytes = 2 * z.states + 4 * z.H * p->N * z.K * z.VP * !!(p->flags & F_H0) +
+              4 * z.H * p->N * z.K * z.VP * !!(p->flags & F_HT);
     l.pipe = p2;
     l.grid_x = (p->K * p->VP + 255) / 256;
     l.grid_z = VKLA_GRID_SEQS;
@@ -266,6 +287,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
     vkla__la_fill_push(&p, a, &l);
     l.nbind = B_COUNT;
     l.binds = binds;
+    const vkla_la_sizes z = vkla__la_sizes(&p);
     char name[64];
     if (p.form == VKLA_FORM_RECURRENT) {
         uint32_t ks = ctx->var.ks;
@@ -283,6 +305,10 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
             goto done;
         l.grid_x = (p.V + vt - 1) / vt;
         l.grid_z = VKLA_GRID_SEQS;
+        l.flops = z.tok * z.H * (4 * z.K * z.V + (p.flags & (F_G | F_GAMMA | F_GK) ? z.K * z.V : 0) +
+                                 ((p.flags & F_NORM) ? 4 * z.K + z.V : 0));
+        l.bytes = z.es * z.tok * z.H * 2 * (z.K + z.V) + z.gates +
+                  4 * z.H * p.N * z.K * z.V * (!!(p.flags & F_H0) + !!(p.flags & F_HT));
         r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
         goto done;
     }
@@ -297,6 +323,10 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
         goto done;
     l.grid_x = (p.V + 63) / 64;
     l.grid_z = VKLA_GRID_CHUNKS;
+    /* intra-chunk (Q K^T) and its product with V', (Q e^G) S, the division by q.z */
+    l.flops = z.H * ((z.cs.s2 + z.cs.s1) * (z.K + z.VP) + 2 * z.K * z.VP * z.tok +
+                     ((p.flags & F_NORM) ? z.V * z.tok : 0));
+    l.bytes = z.es * z.tok * z.H * 2 * (z.K + z.V) + z.gates + z.states;
     r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
 done:
     free(splits);

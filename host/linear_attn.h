@@ -49,4 +49,13 @@ vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const
                                    const vkla_linear_attn_args *a, const vkla_bind *binds,
                                    const vkla_split *splits, uint32_t nsplit);
 
+/* The sizes the per-launch models use (docs/bench.md, "Per-kernel breakdown"): heads, K, V'
+ * (V plus the normalizer column), tokens, the storage element size, the chunk sums, the bytes
+ * of the gates and of one full set of per-chunk states (f32). */
+typedef struct vkla_la_sizes {
+    double H, K, V, VP, tok, es, gates, states;
+    vkla_chunk_sums cs;
+} vkla_la_sizes;
+vkla_la_sizes vkla__la_sizes(const vkla_la_plan *p);
+
 #endif

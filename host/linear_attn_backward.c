@@ -300,15 +300,23 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     l.binds = binds;
     const uint32_t C = p->C, nkt = (p->K + KQ - 1) / KQ;
     const bool want_qk = bp.bflags & (BF_DQ | BF_DK | BF_GATES);
+    /* the per-launch models: z.tri the causal in-chunk blocks, z.kv a K x V' product per token */
+    const vkla_la_sizes z = vkla__la_sizes(p);
+    const double tri = z.H * (z.cs.s2 + z.cs.s1), kv = z.H * 2 * z.K * z.VP * z.tok;
+    const double io = z.es * z.tok * z.H;
 
     /* in-chunk scores, then (normalize) the gradient of the normalised output */
     l.grid_z = VKLA_GRID_CHUNKS;
     l.grid_x = 1;
+    l.flops = tri * (z.VP + z.K); /* dO V'^T and Q K^T */
+    l.bytes = io * 2 * (z.K + z.V) + z.gates;
     if ((r = get_pipe(ctx, &bp, "bwd_intra", true, (C / 8) * (C / 8), &l.pipe)) != VKLA_SUCCESS ||
         (r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
         goto done;
     vkla__compute_barrier(ctx, cmd);
     if (p->flags & F_NORM) {
+        l.flops = tri * (z.K + z.VP) + kv; /* the forward's output pass */
+        l.bytes = io * 2 * (z.K + z.V) + z.gates + z.states;
         if ((r = get_pipe(ctx, &bp, "bwd_norm", true, 64, &l.pipe)) != VKLA_SUCCESS ||
             (r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
@@ -316,6 +324,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     }
     /* state gradients: per-chunk contributions, then the reverse pass over chunks */
     l.grid_x = ((p->K + 63) / 64) * ((p->VP + 63) / 64);
+    l.flops = kv; /* (Q e^G)^T dO */
+    l.bytes = io * (z.K + z.V) + z.gates + z.states;
     if ((r = get_pipe(ctx, &bp, "bwd_dstate", true, 128, &l.pipe)) != VKLA_SUCCESS ||
         (r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
         goto done;
@@ -323,6 +333,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     binds[BB_OUTA] = vkla__bind_tensor(&a->dh0, VKLA_ROWS_SEQS);
     l.grid_x = (p->K * p->VP + 255) / 256;
     l.grid_z = VKLA_GRID_SEQS;
+    l.flops = z.H * 2 * z.K * z.VP * z.cs.n; /* the reverse state pass */
+    l.bytes = 2 * z.states + 4 * z.H * p->N * z.K * z.VP * (!!a->dht.buffer + !!a->dh0.buffer);
     if ((r = get_pipe(ctx, &bp, "bwd_dscan", false, 256, &l.pipe)) != VKLA_SUCCESS ||
         (r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
         goto done;
@@ -332,6 +344,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     l.grid_z = VKLA_GRID_CHUNKS;
     if (want_qk) {
         l.grid_x = nkt;
+        l.flops = tri * 2 * z.K + 2 * kv; /* the scores' uses in dq, dk; dO S^T, V dS^T */
+        l.bytes = io * 2 * (z.K + z.V) + z.gates + 2 * z.states + io * 2 * z.K;
         if ((r = get_pipe(ctx, &bp, "bwd_dqk", true, C, &l.pipe)) != VKLA_SUCCESS ||
             (r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
@@ -341,6 +355,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         if (want_qk)
             vkla__compute_barrier(ctx, cmd);
         l.grid_x = (p->V + 63) / 64;
+        l.flops = tri * z.VP + kv; /* the scores' use in dv; K dS */
+        l.bytes = io * (2 * z.K + 2 * z.V) + z.gates + z.states;
         if ((r = get_pipe(ctx, &bp, "bwd_dv", true, C, &l.pipe)) != VKLA_SUCCESS ||
             (r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
@@ -362,6 +378,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         l.binds = rb;
         l.grid_x = 1;
         l.grid_z = VKLA_GRID_SEQS;
+        l.flops = 0;
+        l.bytes = z.gates * 2;
         const vkla_split all = {0, 1, 0, p->H};
         if ((r = get_pipe(ctx, &bp, "bwd_dg", false, 64, &l.pipe)) != VKLA_SUCCESS)
             goto done;

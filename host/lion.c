@@ -349,6 +349,11 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
 
     const uint32_t rb = vkla__lion_lane_block(ctx);
     const uint32_t tile_lanes = (TILE / rb) * (TILE / rb);
+    /* the per-launch models (docs/bench.md): V' = V + the normalizer column */
+    const vkla_chunk_sums cs = vkla__chunk_sums(&p.d.seqs, p.d.C);
+    const double H = p.d.H, K = p.d.K, V = p.d.V, nz = (p.d.flags & F_NORM) ? 1 : 0, VP = V + nz;
+    const double tok = cs.s1, io = tok * H * (double)vkla_dtype_size(p.d.dtype);
+    const double gb = 4 * tok * H * ((p.d.flags & F_G) ? 1 : 0), stb = 4 * H * cs.n * 2 * K * VP;
     vkla_launch l;
     vkla_bind binds[B_COUNT + 1]; /* + chunk_output's B_TERMS (not written by the forward) */
 
@@ -375,6 +380,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         l.pipe = pp;
         l.grid_x = 1;
         l.grid_z = VKLA_GRID_CHUNKS;
+        l.bytes = (io + 4 * tok * H) * (i < 2 ? K : V);
         if ((r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
         packed_any = true;
@@ -401,6 +407,11 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         l.pipe = p1;
         l.grid_x = p.nvt;
         l.grid_z = VKLA_GRID_CHUNKS;
+        double L2 = 0;
+        for (uint32_t i = 0; i < p.d.seqs.n; i++)
+            L2 += (double)vkla__seq_len(&p.d.seqs, i) * vkla__seq_len(&p.d.seqs, i);
+        l.flops = H * (L2 * (2 * K + 2 * V + nz) + nz * tok * V);
+        l.bytes = io * 2 * (K + V) + gb;
         if ((r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
     } else if (p.d.form == VKLA_FORM_RNN) {
@@ -412,9 +423,14 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         l.pipe = p1;
         l.grid_x = p.nkt * p.nvt * 2;
         l.grid_z = VKLA_GRID_SEQS;
+        /* both scans: updates and outputs, 2KV' each, and the decays */
+        l.flops = tok * H * (8 * K * VP + ((p.d.flags & (F_G | F_GAMMA)) ? 2 * K * VP : 0));
+        l.bytes = io * (2 * K + V) + gb + 4 * tok * H * 2 * p.nkt * p.xs;
         if ((r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
         vkla__compute_barrier(ctx, cmd);
+        l.flops = tok * H * (2 * K + 2 * VP + nz * V); /* the diagonal (q.k) v, the division */
+        l.bytes = io * (2 * K + 2 * V) + 4 * tok * H * 2 * p.nkt * p.xs;
         /* the combine writes the caller's o in its own dtype and layout */
         binds[B_O] = all[B_O];
         vkla__lion_set_strides(&l, 3, st_user[3]);
@@ -433,9 +449,14 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         l.pipe = p1;
         l.grid_x = p.nkt * p.nvt * 2;
         l.grid_z = VKLA_GRID_SEQS;
+        l.flops = H * 4 * K * VP * (tok + cs.n); /* both directions: K^T V', the state pass */
+        l.bytes = io * (K + V) + gb + stb;
         if ((r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
             goto done;
         vkla__compute_barrier(ctx, cmd);
+        /* the full in-chunk block (Q K^T) V', both directions' Q S, the division */
+        l.flops = H * (2 * cs.s2 * (K + VP) + 4 * K * VP * tok + nz * V * tok);
+        l.bytes = io * 2 * (K + V) + gb + stb;
         binds[B_TERMS] = binds[B_O]; /* never written: o rather than the placeholder buffer */
         l.nbind = B_COUNT + 1;
         l.pipe = p2;
@@ -462,6 +483,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         l.pipe = pu;
         l.grid_x = 1;
         l.grid_z = VKLA_GRID_CHUNKS;
+        l.bytes = (io + 4 * tok * H) * V;
         r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l);
     }
 done:

@@ -239,6 +239,13 @@ static void launch_init(const rec *c, vkla_launch *l, vkla_bind *binds, uint32_t
     l->grid_z = VKLA_GRID_CHUNKS;
 }
 
+/* Tokens of the call times heads: the per-launch byte models count rows of f32 per token and
+ * head (docs/bench.md). */
+static double rows(const rec *c)
+{
+    return vkla__chunk_sums(&c->p->d.seqs, 0).s1 * c->p->d.H;
+}
+
 static vkla_result go(const rec *c, const vkla_launch *l)
 {
     return vkla__launch_splits(c->ctx, c->cmd, &c->p->d.seqs, c->splits, c->nsplit, l);
@@ -269,6 +276,7 @@ static vkla_result copy_rows(const rec *c, bool into, const vkla_tensor *t, int 
     if (ones)
         l.push[W_CFG] |= F_ONES;
     l.pipe = pp;
+    l.bytes = rows(c) * X * (4 + (double)vkla_dtype_size(t->dtype));
     return go(c, &l);
 }
 
@@ -318,12 +326,20 @@ static vkla_result product_launch(const rec *c, vkla_launch *l, vkla_bind *binds
                                         &l->pipe);
     if (r != VKLA_SUCCESS)
         return r;
+    /* the models: the scan as the forward's chunk_state, the output as its chunk_output,
+     * with lxy and lw in place of K and V' */
+    const vkla_chunk_sums cs = vkla__chunk_sums(&p->d.seqs, p->d.C);
+    const double H = p->d.H, stb = 4 * H * cs.n * 2 * (double)lxy * lw;
     if (regs[0] < 0) {
         l->grid_x = ((lxy + TILE - 1) / TILE) * ((lw + TILE - 1) / TILE) * 2;
         l->grid_z = VKLA_GRID_SEQS;
+        l->flops = H * 4 * (double)lxy * lw * (cs.s1 + cs.n);
+        l->bytes = 4 * rows(c) * (lxy + lw) + stb;
     } else {
         l->grid_x = (lw + TILE - 1) / TILE;
         l->grid_z = VKLA_GRID_CHUNKS;
+        l->flops = H * (2 * cs.s2 * ((double)lxy + lw) + 4 * (double)lxy * lw * cs.s1);
+        l->bytes = 4 * rows(c) * (2 * lxy + 2 * lw) + stb;
     }
     return go(c, l);
 }
@@ -366,6 +382,7 @@ static vkla_result decay_grads(const rec *c, const vkla_lion_backward_args *a)
     l.push[W_CFG] |= (a->dg.buffer ? DG_OUT : 0) | (a->dg_gamma.buffer ? DG_PARTIAL : 0);
     l.pipe = pd;
     l.grid_z = VKLA_GRID_SEQS;
+    l.bytes = 4 * rows(c) * (2 * p->nterm + 1);
     if ((r = go(c, &l)) != VKLA_SUCCESS || !a->dg_gamma.buffer)
         return r;
     vkla__compute_barrier(c->ctx, c->cmd);
@@ -378,6 +395,7 @@ static vkla_result decay_grads(const rec *c, const vkla_lion_backward_args *a)
     l.push[W_CFG] |= DG_FINAL;
     l.pipe = pd;
     l.grid_z = VKLA_GRID_SEQS;
+    l.bytes = 4 * (double)p->d.N * p->d.H;
     const vkla_split one = {0, 1, 0, p->d.H};
     return vkla__launch(c->ctx, c->cmd, &p->d.seqs, &one, &l);
 }
@@ -481,6 +499,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         binds[B_ST] = region(&c, R_ND, p.Xv, NULL);
         binds[B_Z] = region(&c, R_DO, p.Xv, NULL);
         l.pipe = pp;
+        l.bytes = 4 * rows(&c) * 3 * p.Xv;
         if ((r = go(&c, &l)) != VKLA_SUCCESS)
             goto done;
         vkla__compute_barrier(ctx, cmd);

@@ -505,6 +505,46 @@ VKLA_API vkla_result vkla_delta_rule_backward_bench(vkla_context *ctx,
                                                     uint32_t warmup, uint32_t reps,
                                                     double *times_us);
 
+/* ---------------------------------------------------------------------------------------------
+ * Per-kernel profile of the bench calls
+ *
+ * vkla_context_profile(ctx, p) with p set makes every later vkla_X_bench / vkla_X_backward_bench
+ * call on ctx also time each kernel launch of the op: the timed repetitions are recorded with a
+ * GPU timestamp before and after every launch (a launch is one kernel over the whole call: all
+ * the pieces a split into maxStorageBufferRange windows needs), and the call fills p with one
+ * entry per launch, in recording order. vkla_context_profile(ctx, NULL) turns it off (the
+ * default): then nothing is recorded and nothing is paid. _run and _record are never profiled.
+ *
+ * With the profile on, the bench call warms up at least once (the first warm-up copy is where
+ * the launches are counted), and its times_us include the cost of the extra timestamps. A
+ * launch's time is from the moment everything recorded before it has finished to the moment it
+ * has finished itself (both stamps at BOTTOM_OF_PIPE): where the op puts a barrier before the
+ * launch (every launch that reads an earlier one's results) that is the kernel's own time; where
+ * two launches have no barrier between them and the device overlaps them, the second is charged
+ * only the time it adds. Either way the launches' times add up to the op's time less the gaps
+ * between them (barriers, vkCmdUpdateBuffer of varlen tables).
+ *
+ * p must stay valid while it is set; vkla writes its fields during the bench calls only.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct vkla_kernel_time {
+    char name[64];        /* the kernel's pipeline, e.g. "linear_attn/chunk_state.f32" */
+    uint32_t groups[3];   /* workgroups of its first vkCmdDispatch (x, y, z) */
+    uint32_t dispatches;  /* vkCmdDispatch calls of the launch (split pieces, z batches) */
+    double time_us;       /* median over the timed repetitions */
+    double flops;         /* the launch site's FLOP model of this launch (0 = not modelled) */
+    double bytes;         /* its byte model: the data the kernel reads and writes, once each */
+} vkla_kernel_time;
+
+typedef struct vkla_profile {
+    vkla_kernel_time *kernels; /* caller's array of `capacity` entries (may be NULL with 0) */
+    uint32_t capacity;
+    uint32_t count;            /* out: launches per op call (entries beyond capacity dropped) */
+    uint32_t reps;             /* out: timed repetitions the medians are over */
+    double total_us;           /* out: median time of the whole op call in the same repetitions */
+} vkla_profile;
+
+VKLA_API vkla_result vkla_context_profile(vkla_context *ctx, vkla_profile *profile);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,7 +6,7 @@
  *              [--dtype DTYPES] [--B NS]
  *              [--T NS] [--H NS] [--K NS] [--V NS] [--gate GATES] [--h0] [--reps N]
  *              [--warmup N] [--budget S] [--chunk C] [--check] [--no-roofline] [--json FILE]
- *              [--svg FILE] [--device SEL] [--quiet]
+ *              [--svg FILE] [--device SEL] [--kernels] [--quiet]
  *   vkla-bench --roofline [--json FILE] [--device SEL]
  *   vkla-bench --compare A.jsonl B.jsonl
  *   vkla-bench --plot RUN.jsonl[,RUN.jsonl...] --svg FILE
@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_kernels.h"
 #include "bench_report.h"
 #include "common.h"
 #include "vkla_ref.h"
@@ -342,6 +343,8 @@ typedef struct caseres {
   tool_check chk;
   int64_t check_B, check_T;
   uint32_t reps, warmup;    /* what was timed (the time budget may lower --reps) */
+  int have_kern;            /* --kernels: kern holds the breakdown */
+  bench_kernels kern;
 } caseres;
 
 typedef struct runcfg {
@@ -349,6 +352,7 @@ typedef struct runcfg {
   int check, quiet;
   uint64_t device_bytes;
   double budget_s;          /* timed GPU seconds per case; 0 = no limit */
+  int kernels;              /* --kernels: also the per-kernel breakdown */
 } runcfg;
 
 /* Rough device memory of a case: inputs, outputs, states and the chunk forms' per-chunk states. */
@@ -572,6 +576,21 @@ static void run_case(vkla_context *ctx, const bcase *c, const runcfg *cfg, doubl
   }
   if (!stage && (r = exec(ctx, &d, &o, cr->warmup, cr->reps, times)) != VKLA_SUCCESS)
     stage = "bench";
+  /* the per-kernel breakdown: the same repetitions again, with a timestamp around each launch
+   * (after the op's own timing, which the extra stamps would disturb) */
+  double *kept = !stage && cfg->kernels ? malloc(cr->reps * sizeof(double)) : NULL;
+  if (kept) {
+    memcpy(kept, times, cr->reps * sizeof(double));
+    if ((r = bench_kernels_measure(ctx, exec, &d, &o, cr->warmup, cr->reps, &cr->kern)) !=
+        VKLA_SUCCESS)
+      stage = "kernels";
+    cr->have_kern = !stage;
+    memcpy(times, kept, cr->reps * sizeof(double));
+    free(kept);
+  } else if (!stage && cfg->kernels) {
+    r = VKLA_ERROR_OUT_OF_MEMORY;
+    stage = "kernels";
+  }
   if (stage) {
     if (r != VKLA_SUCCESS)
       tool_lib_fail(ctx, r, op->name, &e);
@@ -701,6 +720,8 @@ static void json_case(FILE *jf, const bcase *c, const caseres *cr, const runcfg 
   }
   json_num(jf, "check_B", (double)cr->check_B, cr->checked != 0);
   json_num(jf, "check_T", (double)cr->check_T, cr->checked != 0);
+  if (cr->have_kern)
+    bench_kernels_json(jf, &cr->kern);
   json_device(jf, dv);
   fprintf(jf, "}\n");
   fflush(jf);
@@ -808,7 +829,8 @@ static void usage(void)
       "                  [--dtype DTYPES]\n"
       "                  [--B NS] [--T NS] [--H NS] [--K NS] [--V NS] [--gate GATES] [--h0]\n"
       "                  [--reps N] [--warmup N] [--budget S] [--chunk C] [--check]\n"
-      "                  [--no-roofline] [--json FILE] [--svg FILE] [--device SEL] [--quiet]\n"
+      "                  [--no-roofline] [--json FILE] [--svg FILE] [--device SEL] [--kernels]\n"
+      "                  [--quiet]\n"
       "       " PROG " --roofline [--json FILE] [--device SEL]\n"
       "       " PROG " --compare A.jsonl B.jsonl\n"
       "       " PROG " --plot RUN.jsonl[,RUN.jsonl...] --svg FILE\n"
@@ -834,8 +856,11 @@ static void usage(void)
       "(--no-roofline skips it). --check compares each case with the float64 reference\n"
       "before timing it (large cases: a prefix of the first sequence). --json writes JSON\n"
       "lines, --svg a plot of tokens/s against T. --compare prints the ratio B/A of the\n"
-      "median times of the cases both runs have, and their geometric mean. Progress goes to\n"
-      "stderr (--quiet: none).\n");
+      "median times of the cases both runs have, and their geometric mean. --kernels times\n"
+      "every kernel launch of each case too (the same repetitions again, a timestamp around\n"
+      "each launch) and prints a table per case: kernel, launches per call, GPU ms, share of\n"
+      "the op's time, GFLOP/s and GB/s of its own model (JSON: a \"kernels\" array per row).\n"
+      "Progress goes to stderr (--quiet: none).\n");
 }
 
 int main(int argc, char **argv)
@@ -848,7 +873,7 @@ int main(int argc, char **argv)
   double budget_s = 2.0;
   const char *json_path = NULL, *svg_path = NULL, *device = NULL, *plot_files = NULL;
   const char *cmp_a = NULL, *cmp_b = NULL;
-  int check = 0, quiet = 0, no_roof = 0, roof_only = 0;
+  int check = 0, quiet = 0, no_roof = 0, roof_only = 0, kernels = 0;
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -862,6 +887,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(a, "--quiet") == 0) {
       quiet = 1;
+      continue;
+    }
+    if (strcmp(a, "--kernels") == 0) {
+      kernels = 1;
       continue;
     }
     if (strcmp(a, "--no-roofline") == 0) {
@@ -1083,7 +1112,7 @@ int main(int argc, char **argv)
     return rc;
   }
 
-  runcfg cfg = {reps, warmup, chunk, check, quiet, dv.info.device_local_bytes, budget_s};
+  runcfg cfg = {reps, warmup, chunk, check, quiet, dv.info.device_local_bytes, budget_s, kernels};
   double *times = malloc(reps * sizeof(double));
   bench_rec *recs = calloc((size_t)(cl.n ? cl.n : 1), sizeof *recs);
   if (!times || !recs) {
@@ -1121,6 +1150,8 @@ int main(int argc, char **argv)
       fmt_pct(pb, sizeof pb, fb, dv.have_roof);
       printf("%11.1f %11.1f %11.1f %10.3e %9.2f %6s %8.2f %6s %5s\n", cr.med, cr.mn, cr.mx,
              cr.tok_s, cr.gflops, pf, cr.gbs, pb, chk);
+      if (cr.have_kern)
+        bench_kernels_print(stdout, &cr.kern);
       ran++;
     } else {
       printf("%s: %s\n", cr.status == 1 ? "unsupported" : "error", cr.reason);
