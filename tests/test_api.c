@@ -1341,6 +1341,72 @@ static void test_env_instance_layers(void **state)
     th_check_validation();
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* vkla_context_profile: the launches of a bench call, off by default, never on run            */
+/* ------------------------------------------------------------------------------------------ */
+
+static void test_profile(void **state)
+{
+    (void)state;
+    vkla_context *ctx = th_ctx();
+    prob p;
+    prob_init(&p, PB, PT, PH, PK, PV, P_G, 41);
+    prob_ref(&p);
+    dev d;
+    dev_init(&d, &p);
+    vkla_linear_attn_args a = dev_args(&d, &p, VKLA_FORM_CHUNK);
+    double times[3];
+    vkla_kernel_time kt[2];
+    vkla_profile prof = {kt, 1, 0, 0, 0};
+
+    /* kernels NULL with a capacity is refused; NULL with capacity 0 only counts */
+    vkla_profile bad = {NULL, 4, 0, 0, 0};
+    assert_int_equal(vkla_context_profile(ctx, &bad), VKLA_ERROR_NULL_POINTER);
+    assert_true(mentions(vkla_last_error(ctx), "kernels"));
+    vkla_profile counting = {NULL, 0, 0, 0, 0};
+    assert_int_equal(vkla_context_profile(ctx, &counting), VKLA_SUCCESS);
+    assert_int_equal(vkla_linear_attn_bench(ctx, &a, 0, 3, times), VKLA_SUCCESS);
+    /* the chunk form: contributions, state pass, outputs */
+    assert_int_equal(counting.count, 3);
+    assert_int_equal(counting.reps, 3);
+
+    /* fewer entries than launches: the first ones filled, count says how many there were;
+     * warm-up 0 still works (the launches are listed in a warm-up copy of its own) */
+    assert_int_equal(vkla_context_profile(ctx, &prof), VKLA_SUCCESS);
+    assert_int_equal(vkla_linear_attn_bench(ctx, &a, 0, 3, times), VKLA_SUCCESS);
+    assert_int_equal(prof.count, 3);
+    assert_string_equal(kt[0].name, "linear_attn/chunk_state.f32");
+    assert_true(kt[0].time_us > 0 && kt[0].time_us <= prof.total_us * 1.5);
+    assert_true(kt[0].flops > 0 && kt[0].bytes > 0);
+    assert_int_equal(kt[0].dispatches, 1);
+    assert_int_equal(kt[0].groups[1], PH);
+    prof.capacity = 2;
+    assert_int_equal(vkla_linear_attn_bench(ctx, &a, 1, 3, times), VKLA_SUCCESS);
+    assert_string_equal(kt[1].name, "linear_attn/chunk_scan.f32");
+    assert_int_equal(kt[1].groups[2], PB); /* one workgroup row per sequence */
+
+    /* a call that fails its checks leaves the context as it was */
+    vkla_linear_attn_args wrong = a;
+    wrong.chunk_size = 7;
+    assert_int_equal(vkla_linear_attn_bench(ctx, &wrong, 1, 3, times), VKLA_ERROR_INVALID_ARGUMENT);
+
+    /* _run is never profiled, and its result is the op's */
+    prof.count = 999;
+    run_ok(ctx, &a, "run with the profile set");
+    assert_int_equal(prof.count, 999);
+    check_tensor("run with the profile set: o", &d.o, p.o, p.nv);
+
+    /* off: bench calls leave the profile alone */
+    assert_int_equal(vkla_context_profile(ctx, NULL), VKLA_SUCCESS);
+    assert_int_equal(vkla_linear_attn_bench(ctx, &a, 1, 3, times), VKLA_SUCCESS);
+    assert_int_equal(prof.count, 999);
+    assert_int_equal(vkla_context_profile(NULL, NULL), VKLA_ERROR_NULL_POINTER);
+
+    dev_free(&d);
+    prob_free(&p);
+    th_check_validation();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1354,6 +1420,7 @@ int main(void)
         cmocka_unit_test(test_device_info),
         cmocka_unit_test(test_env_storage16),
         cmocka_unit_test(test_env_instance_layers),
+        cmocka_unit_test(test_profile),
     };
     return cmocka_run_group_tests_name("api", tests, th_setup, th_teardown);
 }
