@@ -524,7 +524,8 @@ VKLA_API vkla_result vkla_delta_rule_backward_bench(vkla_context *ctx,
  * only the time it adds. Either way the launches' times add up to the op's time less the gaps
  * between them (barriers, vkCmdUpdateBuffer of varlen tables).
  *
- * p must stay valid while it is set; vkla writes its fields during the bench calls only.
+ * p must stay valid while it is set; vkla writes its fields during the bench calls only (and
+ * during vkla_device_roofline, whose probe has no op launches: count 0).
  * ------------------------------------------------------------------------------------------- */
 typedef struct vkla_kernel_time {
     char name[64];        /* the kernel's pipeline, e.g. "linear_attn/chunk_state.f32" */
