@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # vkla-bench --kernels (vkla_context_profile) end to end, validation on: for every op, form and
 # pass the per-kernel breakdown exists and names the op's own kernels, the launches' median
-# times add up to roughly the op's time in the same repetitions (between 30% and 120% of it:
-# the rest is barriers, and on a loaded CPU device the driver thread's scheduling), and the
+# times add up to roughly the op's time in the same repetitions (between 30% and 150% of it:
+# the rest is barriers and, on a loaded CPU device, the driver thread's scheduling; and the
+# medians of the parts may add up to more than the median of the whole), and the
 # launch sites' FLOP models add up to the op's model of docs/bench.md within 10% (exactly, to
 # rounding, for every op but lion's backward, whose kernels share scan states between its three
 # products). Usage: kernels_smoke.sh BUILD_DIR
@@ -11,7 +12,7 @@ bin=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export VKLA_VALIDATION=1
-common=(--T 192 --H 2 --K 32 --V 48 --reps 4 --warmup 1 --no-roofline --kernels --quiet)
+common=(--T 192 --H 2 --K 32 --V 48 --dtype f32,bf16 --reps 6 --warmup 1 --no-roofline --kernels --quiet)
 "$bin/vkla-bench" --op linear_attn,delta_rule,lion --pass fwd,bwd "${common[@]}" \
     --json "$tmp/k.jsonl" > "$tmp/k.txt"
 grep -q "sum of launches" "$tmp/k.txt" || { echo "no breakdown in the table"; exit 1; }
@@ -22,7 +23,7 @@ want = {("linear_attn", "chunk", "fwd"), ("linear_attn", "recurrent", "fwd"),
         ("delta_rule", "recurrent", "fwd"), ("delta_rule", "chunk", "bwd"),
         ("lion", "chunk", "fwd"), ("lion", "attn", "fwd"), ("lion", "rnn", "fwd"),
         ("lion", "chunk", "bwd")}
-seen, bad = set(), []
+seen, bad, ratios = set(), [], []
 for line in open(sys.argv[1]):
     r = json.loads(line)
     key = (r["op"], r["form"], r["pass"])
@@ -39,7 +40,8 @@ for line in open(sys.argv[1]):
             bad.append("%s: bad kernel row %s" % (key, k))
     total = r["kernels_total_us"]
     s = sum(k["time_us"] for k in ks)
-    if abs(s - r["kernels_sum_us"]) > 1e-3 * total or not 0.3 * total <= s <= 1.2 * total:
+    ratios.append(s / total)
+    if abs(s - r["kernels_sum_us"]) > 1e-3 * total or not 0.3 * total <= s <= 1.5 * total:
         bad.append("%s: launches sum to %.1f us, the op took %.1f us" % (key, s, total))
     f = sum(k["flops"] for k in ks)
     if abs(f / r["flops"] - 1) > 0.10:
@@ -50,5 +52,6 @@ if missing:
 if bad:
     print("\n".join(bad))
     sys.exit(1)
-print("kernels smoke: %d cases ok" % len(seen))
+print("kernels smoke: %d cases ok (launches / op time: %.2f to %.2f)"
+      % (len(seen), min(ratios), max(ratios)))
 PY
