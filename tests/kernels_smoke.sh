@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vkla-bench --kernels (vkla_context_profile) end to end, validation on: for every op, form and
 # pass the per-kernel breakdown exists and names the op's own kernels, the launches' median
-# times add up to roughly the op's time in the same repetitions (between 30% and 150% of it:
+# times add up to roughly the op's time in the same repetitions (between 20% and 150% of it:
 # the rest is barriers and, on a loaded CPU device, the driver thread's scheduling; and the
 # medians of the parts may add up to more than the median of the whole), and the
 # launch sites' FLOP models add up to the op's model of docs/bench.md within 10% (exactly, to
@@ -41,7 +41,7 @@ for line in open(sys.argv[1]):
     total = r["kernels_total_us"]
     s = sum(k["time_us"] for k in ks)
     ratios.append(s / total)
-    if abs(s - r["kernels_sum_us"]) > 1e-3 * total or not 0.3 * total <= s <= 1.5 * total:
+    if abs(s - r["kernels_sum_us"]) > 1e-3 * total or not 0.2 * total <= s <= 1.5 * total:
         bad.append("%s: launches sum to %.1f us, the op took %.1f us" % (key, s, total))
     f = sum(k["flops"] for k in ks)
     if abs(f / r["flops"] - 1) > 0.10:

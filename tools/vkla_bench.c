@@ -578,18 +578,11 @@ static void run_case(vkla_context *ctx, const bcase *c, const runcfg *cfg, doubl
     stage = "bench";
   /* the per-kernel breakdown: the same repetitions again, with a timestamp around each launch
    * (after the op's own timing, which the extra stamps would disturb) */
-  double *kept = !stage && cfg->kernels ? malloc(cr->reps * sizeof(double)) : NULL;
-  if (kept) {
-    memcpy(kept, times, cr->reps * sizeof(double));
+  if (!stage && cfg->kernels) {
     if ((r = bench_kernels_measure(ctx, exec, &d, &o, cr->warmup, cr->reps, &cr->kern)) !=
         VKLA_SUCCESS)
       stage = "kernels";
     cr->have_kern = !stage;
-    memcpy(times, kept, cr->reps * sizeof(double));
-    free(kept);
-  } else if (!stage && cfg->kernels) {
-    r = VKLA_ERROR_OUT_OF_MEMORY;
-    stage = "kernels";
   }
   if (stage) {
     if (r != VKLA_SUCCESS)
