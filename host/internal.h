@@ -334,6 +334,18 @@ vkla_result vkla__tsplit_scratch(const vkla_tsplit_desc *d, vkla_context *ctx, c
                                  uint64_t *bytes);
 vkla_result vkla__tsplit_record(const vkla_tsplit_desc *d, vkla_context *ctx, VkCommandBuffer cmd,
                                 const void *args, bool run_mode);
+/* Defines `impl`, the vkla_op_impl of an op named opname whose calls go through the split d. */
+#define VKLA_TSPLIT_IMPL(impl, opname, d)                                                      \
+    static vkla_result impl##_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)   \
+    {                                                                                          \
+        return vkla__tsplit_scratch(&(d), ctx, args, bytes);                                   \
+    }                                                                                          \
+    static vkla_result impl##_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args, \
+                                     bool run_mode)                                            \
+    {                                                                                          \
+        return vkla__tsplit_record(&(d), ctx, cmd, args, run_mode);                            \
+    }                                                                                          \
+    static const vkla_op_impl impl = {opname, impl##_scratch, impl##_record}
 
 /* Strides 0 or packed (size-1 dimensions may carry any stride). */
 bool vkla__tensor_contiguous(const vkla_tensor *t);

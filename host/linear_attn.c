@@ -376,18 +376,7 @@ static const vkla_tsplit_desc TSPLIT = {
 };
 #undef FA
 
-static vkla_result split_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)
-{
-    return vkla__tsplit_scratch(&TSPLIT, ctx, args, bytes);
-}
-
-static vkla_result split_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args,
-                                bool run_mode)
-{
-    return vkla__tsplit_record(&TSPLIT, ctx, cmd, args, run_mode);
-}
-
-static const vkla_op_impl IMPL = {OP, split_scratch, split_record};
+VKLA_TSPLIT_IMPL(IMPL, OP, TSPLIT);
 
 vkla_result vkla_linear_attn_record(vkla_context *ctx, VkCommandBuffer cmd,
                                     const vkla_linear_attn_args *args)
