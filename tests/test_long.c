@@ -27,6 +27,7 @@ typedef struct lcase {
     const int32_t *cu;
     uint32_t N;
     int g, gamma, gk, h0, ht, normalize, l2norm;
+    vkla_dtype dt;        /* of q, k, v, o and their gradients */
     uint64_t max_scratch; /* VKLA_MAX_SCRATCH for the call, 0 = unset */
     uint32_t fused;       /* q, k, v: views of one buffer with this token stride (elements) */
 } lcase;
@@ -101,7 +102,7 @@ static void make_data(const lcase *c, ldata *d)
     size_t n[] = {d->nq, d->nq, d->nv, d->nt, c->H, d->nq, d->nt, d->ns, d->nz, d->nv, d->ns};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         if (all[i])
-            th_round(all[i], n[i], VKLA_DTYPE_F32);
+            th_round(all[i], n[i], i < 3 || i == 9 ? c->dt : VKLA_DTYPE_F32);
 }
 
 static void free_data(ldata *d)
@@ -125,6 +126,12 @@ static vkla_tensor view(const ldev *x, int i) { return x->t[i].t.buffer ? x->t[i
 static void dev_new(ldev *x, int i, uint32_t ndim, const uint64_t *shape, const double *data)
 {
     th_tensor_new(&x->t[i], VKLA_DTYPE_F32, ndim, shape, data);
+}
+
+static void dev_new_dt(ldev *x, int i, vkla_dtype dt, uint32_t ndim, const uint64_t *shape,
+                       const double *data)
+{
+    th_tensor_new(&x->t[i], dt, ndim, shape, data);
 }
 
 /* q, k, v as views of one buffer: token t of q at t * fused, k after q, v after k */
@@ -170,9 +177,9 @@ static void make_dev(const lcase *c, const ldata *d, ldev *x)
     if (c->fused) {
         make_fused(c, d, x);
     } else {
-        dev_new(x, T_Q, 4, sq, d->q);
-        dev_new(x, T_K, 4, sq, d->k);
-        dev_new(x, T_V, 4, sv, d->v);
+        dev_new_dt(x, T_Q, c->dt, 4, sq, d->q);
+        dev_new_dt(x, T_K, c->dt, 4, sq, d->k);
+        dev_new_dt(x, T_V, c->dt, 4, sv, d->v);
     }
     if (d->g)
         dev_new(x, T_G, 3, st, d->g);
@@ -187,7 +194,7 @@ static void make_dev(const lcase *c, const ldata *d, ldev *x)
     if (d->z0)
         dev_new(x, T_Z0, 3, sz, d->z0);
     if (!c->backward) {
-        dev_new(x, T_O, 4, sv, NULL);
+        dev_new_dt(x, T_O, c->dt, 4, sv, NULL);
         if (c->ht) {
             dev_new(x, T_HT, 4, sh, NULL);
             if (c->normalize)
@@ -195,12 +202,12 @@ static void make_dev(const lcase *c, const ldata *d, ldev *x)
         }
         return;
     }
-    dev_new(x, T_DOUT, 4, sv, d->dout);
+    dev_new_dt(x, T_DOUT, c->dt, 4, sv, d->dout);
     if (d->dht)
         dev_new(x, T_DHT, 4, sh, d->dht);
-    dev_new(x, T_DQ, 4, sq, NULL);
-    dev_new(x, T_DK, 4, sq, NULL);
-    dev_new(x, T_DV, 4, sv, NULL);
+    dev_new_dt(x, T_DQ, c->dt, 4, sq, NULL);
+    dev_new_dt(x, T_DK, c->dt, 4, sq, NULL);
+    dev_new_dt(x, T_DV, c->dt, 4, sv, NULL);
     if (d->g)
         dev_new(x, T_DG, 3, st, NULL);
     if (d->gamma)
@@ -341,7 +348,7 @@ static void compare(const char *name, const char *what, th_tensor *t, const doub
     th_tensor_read(t, out);
     char label[160];
     snprintf(label, sizeof(label), "%s: %s", name, what);
-    th_assert_close(label, ref, out, n, th_target(ref, n, VKLA_DTYPE_F32));
+    th_assert_close(label, ref, out, n, th_target(ref, n, t->t.dtype));
     free(out);
 }
 
@@ -480,6 +487,12 @@ static void test_linear_attn_forward(void **state)
     varlen(&c);
     run_case("linear_attn chunk, varlen, gk, normalize", &c);
     c = small_case(OP_LA, VKLA_FORM_CHUNK, 0);
+    c.B = 5;
+    c.T = 40;
+    c.dt = VKLA_DTYPE_F16;
+    c.max_scratch = 20000; /* two rows a call */
+    run_case("linear_attn chunk f16, groups of batch rows", &c);
+    c = small_case(OP_LA, VKLA_FORM_CHUNK, 0);
     c.h0 = c.ht = 0;
     c.C = 32;
     c.T = 257;
@@ -509,6 +522,8 @@ static void test_delta_rule_forward(void **state)
     c.l2norm = 1;
     c.max_scratch = 20000;
     run_case("delta_rule chunk, varlen, grouped heads, l2norm", &c);
+    c.dt = VKLA_DTYPE_BF16;
+    run_case("delta_rule chunk bf16, varlen", &c);
     c = small_case(OP_DR, VKLA_FORM_RECURRENT, 0);
     c.B = 1;
     c.T = 701;
@@ -530,7 +545,8 @@ static void test_linear_attn_backward(void **state)
     run_case("linear_attn backward, varlen", &c);
     c.h0 = c.ht = 0;
     c.g = 0;
-    run_case("linear_attn backward, varlen, no states", &c);
+    c.dt = VKLA_DTYPE_BF16;
+    run_case("linear_attn backward bf16, varlen, no states", &c);
 }
 
 static void test_delta_rule_backward(void **state)
@@ -546,7 +562,8 @@ static void test_delta_rule_backward(void **state)
     c.H = 1;
     c.HV = 2;
     c.l2norm = 1;
-    run_case("delta_rule backward, varlen, grouped heads, l2norm", &c);
+    c.dt = VKLA_DTYPE_F16;
+    run_case("delta_rule backward f16, varlen, grouped heads, l2norm", &c);
 }
 
 static void test_errors(void **state)
