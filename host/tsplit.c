@@ -22,6 +22,11 @@
 #include <string.h>
 
 #define DEFAULT_BOUND (1ull << 30)
+/* The longest piece, in tokens (a multiple of every chunk size). Kernels walk a sequence's
+ * tokens or chunks in one loop, and CPU drivers end a shader loop after 65535 iterations
+ * (llvmpipe: the invocation then silently skips the rest of its work; the delta_rule chunk
+ * form's state pass met it near 100k tokens), so no call walks more than this. */
+#define MAX_PIECE_TOKENS 32768u
 
 /* One call of the op: sequences [s0, s0 + ns), tokens [t0, t0 + len) of dim 1 (absolute for
  * varlen, within every row otherwise); chain pieces cover one sequence. */
@@ -254,6 +259,8 @@ static vkla_result add_chain(vkla_context *ctx, const vkla_op_impl *op, tplan *t
 {
     uint64_t len = seq_len(tp, s), C = tp->C;
     uint64_t P = (len + C - 1) / C * C, bytes;
+    if (P > MAX_PIECE_TOKENS)
+        P = MAX_PIECE_TOKENS;
     bool fits;
     vkla_result r;
     for (;;) {
@@ -334,7 +341,7 @@ static vkla_result make_tplan(const vkla_op_impl *op, vkla_context *ctx, const v
         for (uint32_t i = 0; i < d->ntok; i++)
             if (!(d->whole_tok & (1u << i)))
                 cut_tokens(field(buf.c, d->tok[i]), tp, &one);
-        if (piece_fits(ctx, tp, buf.c) && full <= bound) {
+        if (piece_fits(ctx, tp, buf.c) && full <= bound && longest <= MAX_PIECE_TOKENS) {
             tp->direct = true;
             return VKLA_SUCCESS;
         }
@@ -373,7 +380,7 @@ static vkla_result make_tplan(const vkla_op_impl *op, vkla_context *ctx, const v
             uint64_t b1;
             if (!measure(ctx, op, tp, args, &one, &b1, &fits, &r))
                 goto fail;
-            alone = !fits || b1 > bound;
+            alone = !fits || b1 > bound || len > MAX_PIECE_TOKENS;
         }
         bool full_group = gn && (double)(gchunks + ch + 1) * per_chunk > (double)bound;
         if (gn && (end || alone || full_group)) {

@@ -449,6 +449,19 @@ static void test_beyond_range(void **state)
     run_case("linear_attn backward, fused 144 MiB", &c);
 }
 
+/* Sequences longer than a piece's 32768 tokens, which fit the range: one loop over 120k
+ * tokens (1875 chunks) met llvmpipe's limit of 65535 loop iterations (NaN outputs). */
+static void test_many_tokens(void **state)
+{
+    (void)state;
+    lcase c = {.op = OP_DR, .form = VKLA_FORM_CHUNK, .B = 1, .T = 120000, .H = 1, .HV = 1,
+               .K = 64, .V = 4, .C = 64, .g = 1, .h0 = 1, .ht = 1};
+    run_case("delta_rule chunk, T=120000", &c);
+    c = (lcase){.op = OP_LA, .form = VKLA_FORM_RECURRENT, .B = 1, .T = 70001, .H = 1, .HV = 1,
+                .K = 16, .V = 4, .C = 64, .g = 1, .h0 = 1, .ht = 1};
+    run_case("linear_attn recurrent, T=70001", &c);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Forced pieces (range 64 KiB, scratch bounds per case)                                       */
 /* ------------------------------------------------------------------------------------------ */
@@ -603,6 +616,7 @@ int main(void)
 {
     const struct CMUnitTest real[] = {
         cmocka_unit_test(test_beyond_range),
+        cmocka_unit_test(test_many_tokens),
     };
     const struct CMUnitTest forced[] = {
         cmocka_unit_test(test_linear_attn_forward),
