@@ -361,17 +361,10 @@ static vkla_result make_tplan(const vkla_op_impl *op, vkla_context *ctx, const v
      * grows while its scratch, estimated from its chunks, stays in the bound */
     tp->piece_scratch = 0;
     uint32_t cap = 0;
-    piece probe = whole(tp, 0, 1);
-    probe.ns = 1;
-    uint64_t one_bytes;
-    bool fits;
-    if (!measure(ctx, op, tp, args, &probe, &one_bytes, &fits, &r))
-        goto fail;
-    uint64_t per_seq_chunks = (seq_len(tp, 0) + tp->C - 1) / tp->C;
-    double per_chunk = per_seq_chunks ? (double)one_bytes / (double)per_seq_chunks : (double)one_bytes;
     uint32_t g0 = 0, gn = 0;
     uint64_t gchunks = 0;
-    bool alone = false;
+    bool alone = false, fits;
+    double per_chunk = 0; /* scratch per chunk, estimated from the first sequence */
     for (uint32_t s = 0; s <= tp->N; s++) {
         bool end = s == tp->N;
         uint64_t len = end ? 0 : seq_len(tp, s), ch = (len + tp->C - 1) / tp->C;
@@ -381,6 +374,8 @@ static vkla_result make_tplan(const vkla_op_impl *op, vkla_context *ctx, const v
             if (!measure(ctx, op, tp, args, &one, &b1, &fits, &r))
                 goto fail;
             alone = !fits || b1 > bound || len > MAX_PIECE_TOKENS;
+            if (s == 0)
+                per_chunk = (double)b1 / (double)(ch ? ch : 1);
         }
         bool full_group = gn && (double)(gchunks + ch + 1) * per_chunk > (double)bound;
         if (gn && (end || alone || full_group)) {
