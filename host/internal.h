@@ -292,6 +292,16 @@ vkla_result vkla__resolve_scratch(vkla_context *ctx, const char *op, uint64_t ne
                                   vkla_buffer *buf, uint64_t offset, bool run_mode,
                                   uint64_t start_align, vkla_buffer **out, uint64_t *out_offset);
 
+/* Strides 0 or packed (size-1 dimensions may carry any stride). */
+bool vkla__tensor_contiguous(const vkla_tensor *t);
+/* An optional f32 contiguous tensor of the given shape; sets flag in *flags when present. */
+/* Whether two views may share bytes (same VkBuffer); exact for disjoint spans and for the
+ * interleaved views of one fused [B,T,...] buffer, conservative otherwise. */
+bool vkla__views_overlap(const vkla_tensor *a, const vkla_tensor *b);
+vkla_result vkla__check_f32_opt(vkla_context *ctx, const char *op, const char *name,
+                                const vkla_tensor *t, uint32_t ndim, const uint64_t *shape,
+                                uint32_t flag, uint32_t *flags);
+
 /* ------------------------------------------------------------------------------------------
  * Long sequences (host/tsplit.c): a call whose (sequence, head) slab exceeds
  * maxStorageBufferRange, or whose scratch would exceed the bound, runs as several calls of the
@@ -346,15 +356,5 @@ vkla_result vkla__tsplit_record(const vkla_tsplit_desc *d, vkla_context *ctx, Vk
         return vkla__tsplit_record(&(d), ctx, cmd, args, run_mode);                            \
     }                                                                                          \
     static const vkla_op_impl impl = {opname, impl##_scratch, impl##_record}
-
-/* Strides 0 or packed (size-1 dimensions may carry any stride). */
-bool vkla__tensor_contiguous(const vkla_tensor *t);
-/* An optional f32 contiguous tensor of the given shape; sets flag in *flags when present. */
-/* Whether two views may share bytes (same VkBuffer); exact for disjoint spans and for the
- * interleaved views of one fused [B,T,...] buffer, conservative otherwise. */
-bool vkla__views_overlap(const vkla_tensor *a, const vkla_tensor *b);
-vkla_result vkla__check_f32_opt(vkla_context *ctx, const char *op, const char *name,
-                                const vkla_tensor *t, uint32_t ndim, const uint64_t *shape,
-                                uint32_t flag, uint32_t *flags);
 
 #endif
