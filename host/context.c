@@ -252,10 +252,22 @@ static void fill_info(const vkla_caps *c, const vkla_variants *v, vkla_device_in
 
 /* Variant choice from the caps, with environment overrides:
  *   VKLA_SUBGROUP=0|1   force shared-memory / subgroup reductions
- *   VKLA_STORAGE16=0    act as if 16-bit storage were missing (f16/bf16 report UNSUPPORTED) */
+ *   VKLA_STORAGE16=0    act as if 16-bit storage were missing (f16/bf16 report UNSUPPORTED)
+ *   VKLA_MAX_STORAGE_RANGE=bytes  act as if maxStorageBufferRange were at most this (at least
+ *                       4096): long sequences split along T on any device */
 static vkla_result choose_variants(vkla_context *ctx)
 {
     vkla_caps *c = &ctx->caps;
+    const char *er = vkla__getenv("VKLA_MAX_STORAGE_RANGE");
+    if (er && *er) {
+        char *end;
+        unsigned long long v = strtoull(er, &end, 10);
+        if (*end || v < 4096)
+            return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
+                              "VKLA_MAX_STORAGE_RANGE=%s is not a byte count >= 4096", er);
+        if (v < c->props.limits.maxStorageBufferRange)
+            c->props.limits.maxStorageBufferRange = (uint32_t)(v / 4 * 4);
+    }
     const char *e16 = vkla__getenv("VKLA_STORAGE16");
     if (e16 && strcmp(e16, "0") == 0)
         c->storage16 = false;

@@ -3,6 +3,7 @@
 #include "delta_rule.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,9 +302,18 @@ vkla_result vkla__dr_prep_scan(vkla_context *ctx, VkCommandBuffer cmd, const vkl
     return vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, l);
 }
 
+/* states_only: the chunk form's WY transform and state pass alone (o is not written; ht is),
+ * which a backward pass split along T runs to find the state entering each piece. */
 static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_delta_rule_args *a,
-                          bool run_mode)
+                          bool run_mode, bool states_only)
 {
+    vkla_delta_rule_args sa;
+    if (states_only) {
+        sa = *a;
+        sa.form = VKLA_FORM_CHUNK;
+        sa.o = sa.v;
+        a = &sa;
+    }
     vkla_dr_plan p;
     vkla_result r = vkla__dr_plan(ctx, a, false, &p);
     if (r != VKLA_SUCCESS)
@@ -353,7 +363,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_del
     }
 
     /* chunk form: WY transform per chunk, then the state pass, then the outputs */
-    if ((r = vkla__dr_prep_scan(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS)
+    if ((r = vkla__dr_prep_scan(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS ||
+        states_only)
         goto done;
     vkla__compute_barrier(ctx, cmd);
     uint32_t spec3[7] = {64, p.K, p.V, p.C, 1, 1, 1};
@@ -386,10 +397,54 @@ static vkla_result op_scratch(vkla_context *ctx, const void *args, uint64_t *byt
 static vkla_result op_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args,
                              bool run_mode)
 {
-    return record(ctx, cmd, (const vkla_delta_rule_args *)args, run_mode);
+    return record(ctx, cmd, (const vkla_delta_rule_args *)args, run_mode, false);
 }
 
-static const vkla_op_impl IMPL = {OP, op_scratch, op_record};
+/* Calls split along T (host/tsplit.c) */
+
+static vkla_result states_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)
+{
+    vkla_delta_rule_args sa = *(const vkla_delta_rule_args *)args;
+    sa.form = VKLA_FORM_CHUNK;
+    sa.o = sa.v;
+    return op_scratch(ctx, &sa, bytes);
+}
+
+static vkla_result states_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args,
+                                 bool run_mode)
+{
+    return record(ctx, cmd, (const vkla_delta_rule_args *)args, run_mode, true);
+}
+
+const vkla_op_impl vkla__dr_states_impl = {OP, states_scratch, states_record};
+
+void vkla__dr_state_shape(const void *args, uint32_t i, uint32_t *ndim, uint64_t *shape)
+{
+    const vkla_delta_rule_args *a = (const vkla_delta_rule_args *)args;
+    *ndim = i == 0 ? 3 : 0;
+    shape[0] = a->v.shape[2];
+    shape[1] = a->q.shape[3];
+    shape[2] = a->v.shape[3];
+}
+
+#define FA(f) ((uint16_t)offsetof(vkla_delta_rule_args, f))
+static const vkla_op_impl ONE = {OP, op_scratch, op_record};
+static const vkla_tsplit_desc TSPLIT = {
+    .one = &ONE,
+    .args_size = sizeof(vkla_delta_rule_args),
+    .tok = {FA(q), FA(k), FA(v), FA(o), FA(beta), FA(g)},
+    .ntok = 6,
+    .rows = {FA(h0), FA(ht)},
+    .nrows = 2,
+    .cu = FA(cu_seqlens), .num_seqs = FA(num_seqs), .chunk_size = FA(chunk_size),
+    .s_in = {FA(h0)}, .s_out = {FA(ht)}, .nstate = 1,
+    .scratch = FA(scratch), .scratch_offset = FA(scratch_offset),
+    .fscratch = FA(scratch), .fscratch_offset = FA(scratch_offset),
+    .state_shape = vkla__dr_state_shape,
+};
+#undef FA
+
+VKLA_TSPLIT_IMPL(IMPL, OP, TSPLIT);
 
 vkla_result vkla_delta_rule_record(vkla_context *ctx, VkCommandBuffer cmd,
                                    const vkla_delta_rule_args *args)

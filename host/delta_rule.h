@@ -59,6 +59,9 @@ vkla_result vkla__dr_prep_scan(vkla_context *ctx, VkCommandBuffer cmd, const vkl
 bool vkla__dr_vec4_view(const vkla_context *ctx, const vkla_tensor *t);
 /* "f32", "f16" or "bf16": the suffix of the kernel variants */
 const char *vkla__dr_dtype_suffix(vkla_dtype d);
+/* Calls split along T: the state pass alone (o not written), and the carried state's shape. */
+extern const vkla_op_impl vkla__dr_states_impl;
+void vkla__dr_state_shape(const void *args, uint32_t i, uint32_t *ndim, uint64_t *shape);
 
 /* The sizes the per-launch models use (docs/bench.md, "Per-kernel breakdown"): value heads,
  * K, V, tokens, the chunk sums, and bytes: qk (q and k, read once), vo (v or o, or dout),

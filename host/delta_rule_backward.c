@@ -10,6 +10,7 @@
  * (shaders/delta_rule/bwd_layout.glsl). */
 #include "delta_rule.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,7 +336,31 @@ static vkla_result op_record(vkla_context *ctx, VkCommandBuffer cmd, const void 
     return record(ctx, cmd, (const vkla_delta_rule_backward_args *)args, run_mode);
 }
 
-static const vkla_op_impl IMPL = {OP, op_scratch, op_record};
+/* Calls split along T (host/tsplit.c) */
+#define FB(f) ((uint16_t)offsetof(vkla_delta_rule_backward_args, f))
+#define FA(f) ((uint16_t)offsetof(vkla_delta_rule_args, f))
+static const vkla_op_impl ONE = {OP, op_scratch, op_record};
+static const vkla_tsplit_desc TSPLIT = {
+    .one = &ONE,
+    .args_size = sizeof(vkla_delta_rule_backward_args),
+    .tok = {FB(fwd.q), FB(fwd.k), FB(fwd.v), FB(fwd.beta), FB(fwd.g), FB(dout), FB(dq), FB(dk),
+            FB(dv), FB(dbeta), FB(dg)},
+    .ntok = 11,
+    .rows = {FB(fwd.h0), FB(dht), FB(dh0)},
+    .nrows = 3,
+    .fwd = FB(fwd),
+    .cu = FA(cu_seqlens), .num_seqs = FA(num_seqs), .chunk_size = FA(chunk_size),
+    .s_in = {FA(h0)}, .s_out = {FA(ht)}, .nstate = 1,
+    .scratch = FB(scratch), .scratch_offset = FB(scratch_offset),
+    .fscratch = FA(scratch), .fscratch_offset = FA(scratch_offset),
+    .backward = true, .dht = FB(dht), .dh0 = FB(dh0),
+    .states = &vkla__dr_states_impl,
+    .state_shape = vkla__dr_state_shape,
+};
+#undef FA
+#undef FB
+
+VKLA_TSPLIT_IMPL(IMPL, OP, TSPLIT);
 
 vkla_result vkla_delta_rule_backward_record(vkla_context *ctx, VkCommandBuffer cmd,
                                             const vkla_delta_rule_backward_args *args)

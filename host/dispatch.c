@@ -409,7 +409,8 @@ vkla_result vkla__plan_splits(vkla_context *ctx, const vkla_seqs *s, uint32_t H,
             free(todo);
             return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
                               "one sequence of one head spans more than the device's "
-                              "maxStorageBufferRange (%llu bytes); split the sequence",
+                              "maxStorageBufferRange (%llu bytes), and this op does not run "
+                              "in pieces of T (lion: both directions cross every piece)",
                               (unsigned long long)ctx->caps.props.limits.maxStorageBufferRange);
         }
         if (todo_n + 2 > todo_cap) {

@@ -314,4 +314,59 @@ vkla_result vkla__check_f32_opt(vkla_context *ctx, const char *op, const char *n
                                 const vkla_tensor *t, uint32_t ndim, const uint64_t *shape,
                                 uint32_t flag, uint32_t *flags);
 
+/* ------------------------------------------------------------------------------------------
+ * Long sequences (host/tsplit.c): a call whose (sequence, head) slab exceeds
+ * maxStorageBufferRange, or whose scratch would exceed the bound, runs as several calls of the
+ * op on pieces of T, carrying the states between them.
+ * ---------------------------------------------------------------------------------------- */
+
+#define VKLA_TSPLIT_MAX_FIELDS 12
+
+/* Where an op's args keep what the split needs (byte offsets into the args struct). Token
+ * tensors are [B,T,...] views cut along T; row tensors [N,...] views cut along sequences. */
+typedef struct vkla_tsplit_desc {
+    const vkla_op_impl *one;               /* the op on one call (its checks, scratch, record) */
+    uint32_t args_size;
+    uint16_t tok[VKLA_TSPLIT_MAX_FIELDS];  /* token tensors; tok[0] is q */
+    uint32_t ntok;
+    uint32_t whole_tok;                    /* bit i: tok[i] is bound whole, not per head */
+    uint16_t rows[VKLA_TSPLIT_MAX_FIELDS]; /* row tensors (states and their gradients) */
+    uint32_t nrows;
+    uint16_t fwd;                          /* the forward's args inside these args (0 = same) */
+    /* in the forward's args */
+    uint16_t cu, num_seqs, chunk_size;
+    uint16_t s_in[2], s_out[2];            /* carried states: h0 -> ht, z0 -> zt */
+    uint32_t nstate;
+    uint16_t scratch, scratch_offset;      /* in these args */
+    uint16_t fscratch, fscratch_offset;    /* in the forward's args */
+    /* backward passes: the state gradients chained between pieces, and [X] f32 outputs summed
+     * over the whole call (0 = none) */
+    bool backward;
+    uint16_t dht, dh0, sum;
+    /* backward passes: the forward's state pass alone (forward args; o is not written) */
+    const vkla_op_impl *states;
+    /* the shape of carried state i after its row dimension (forward args); ndim 0 = none */
+    void (*state_shape)(const void *fwd_args, uint32_t i, uint32_t *ndim, uint64_t *shape);
+    /* optional: refuses calls that cannot be split (a message naming why) */
+    vkla_result (*can_split)(vkla_context *ctx, const void *args);
+} vkla_tsplit_desc;
+
+/* The scratch and record functions of an op whose calls may run in pieces (vkla_op_impl). */
+vkla_result vkla__tsplit_scratch(const vkla_tsplit_desc *d, vkla_context *ctx, const void *args,
+                                 uint64_t *bytes);
+vkla_result vkla__tsplit_record(const vkla_tsplit_desc *d, vkla_context *ctx, VkCommandBuffer cmd,
+                                const void *args, bool run_mode);
+/* Defines `impl`, the vkla_op_impl of an op named opname whose calls go through the split d. */
+#define VKLA_TSPLIT_IMPL(impl, opname, d)                                                      \
+    static vkla_result impl##_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)   \
+    {                                                                                          \
+        return vkla__tsplit_scratch(&(d), ctx, args, bytes);                                   \
+    }                                                                                          \
+    static vkla_result impl##_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args, \
+                                     bool run_mode)                                            \
+    {                                                                                          \
+        return vkla__tsplit_record(&(d), ctx, cmd, args, run_mode);                            \
+    }                                                                                          \
+    static const vkla_op_impl impl = {opname, impl##_scratch, impl##_record}
+
 #endif

@@ -3,6 +3,7 @@
 #include "linear_attn.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,9 +258,18 @@ vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const
     return vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l);
 }
 
+/* states_only: the chunk form's state pass alone (o is not written; ht and zt are), which a
+ * backward pass split along T runs to find the state entering each piece. */
 static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_linear_attn_args *a,
-                          bool run_mode)
+                          bool run_mode, bool states_only)
 {
+    vkla_linear_attn_args sa;
+    if (states_only) {
+        sa = *a;
+        sa.form = VKLA_FORM_CHUNK;
+        sa.o = sa.v;
+        a = &sa;
+    }
     vkla_la_plan p;
     vkla_result r = vkla__la_make_plan(ctx, a, &p);
     if (r != VKLA_SUCCESS)
@@ -314,7 +324,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
     }
 
     /* chunk form: contributions, then the state pass, then the outputs */
-    if ((r = vkla__la_record_states(ctx, cmd, &p, a, binds, splits, nsplit)) != VKLA_SUCCESS)
+    if ((r = vkla__la_record_states(ctx, cmd, &p, a, binds, splits, nsplit)) != VKLA_SUCCESS ||
+        states_only)
         goto done;
     vkla__compute_barrier(ctx, cmd);
     uint32_t spec3[8] = {2 * p.C, p.K, p.V, p.H, p.flags, p.C, 1, 1};
@@ -348,10 +359,54 @@ static vkla_result op_scratch(vkla_context *ctx, const void *args, uint64_t *byt
 static vkla_result op_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args,
                              bool run_mode)
 {
-    return record(ctx, cmd, (const vkla_linear_attn_args *)args, run_mode);
+    return record(ctx, cmd, (const vkla_linear_attn_args *)args, run_mode, false);
 }
 
-static const vkla_op_impl IMPL = {OP, op_scratch, op_record};
+/* Calls split along T (host/tsplit.c) */
+
+static vkla_result states_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)
+{
+    vkla_linear_attn_args sa = *(const vkla_linear_attn_args *)args;
+    sa.form = VKLA_FORM_CHUNK;
+    sa.o = sa.v;
+    return op_scratch(ctx, &sa, bytes);
+}
+
+static vkla_result states_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args,
+                                 bool run_mode)
+{
+    return record(ctx, cmd, (const vkla_linear_attn_args *)args, run_mode, true);
+}
+
+const vkla_op_impl vkla__la_states_impl = {OP, states_scratch, states_record};
+
+void vkla__la_state_shape(const void *args, uint32_t i, uint32_t *ndim, uint64_t *shape)
+{
+    const vkla_linear_attn_args *a = (const vkla_linear_attn_args *)args;
+    *ndim = i == 0 ? 3 : a->normalize ? 2 : 0;
+    shape[0] = a->q.shape[2];
+    shape[1] = a->q.shape[3];
+    shape[2] = a->v.shape[3];
+}
+
+#define FA(f) ((uint16_t)offsetof(vkla_linear_attn_args, f))
+static const vkla_op_impl ONE = {OP, op_scratch, op_record};
+static const vkla_tsplit_desc TSPLIT = {
+    .one = &ONE,
+    .args_size = sizeof(vkla_linear_attn_args),
+    .tok = {FA(q), FA(k), FA(v), FA(o), FA(g), FA(gk)},
+    .ntok = 6,
+    .rows = {FA(h0), FA(ht), FA(z0), FA(zt)},
+    .nrows = 4,
+    .cu = FA(cu_seqlens), .num_seqs = FA(num_seqs), .chunk_size = FA(chunk_size),
+    .s_in = {FA(h0), FA(z0)}, .s_out = {FA(ht), FA(zt)}, .nstate = 2,
+    .scratch = FA(scratch), .scratch_offset = FA(scratch_offset),
+    .fscratch = FA(scratch), .fscratch_offset = FA(scratch_offset),
+    .state_shape = vkla__la_state_shape,
+};
+#undef FA
+
+VKLA_TSPLIT_IMPL(IMPL, OP, TSPLIT);
 
 vkla_result vkla_linear_attn_record(vkla_context *ctx, VkCommandBuffer cmd,
                                     const vkla_linear_attn_args *args)

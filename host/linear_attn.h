@@ -48,6 +48,9 @@ vkla_result vkla__la_upload_tables(vkla_context *ctx, VkCommandBuffer cmd, const
 vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const vkla_la_plan *p,
                                    const vkla_linear_attn_args *a, const vkla_bind *binds,
                                    const vkla_split *splits, uint32_t nsplit);
+/* Calls split along T: the state pass alone (o not written), and the carried states' shapes. */
+extern const vkla_op_impl vkla__la_states_impl;
+void vkla__la_state_shape(const void *args, uint32_t i, uint32_t *ndim, uint64_t *shape);
 
 /* The sizes the per-launch models use (docs/bench.md, "Per-kernel breakdown"): heads, K, V'
  * (V plus the normalizer column), tokens, the storage element size, the chunk sums, the bytes

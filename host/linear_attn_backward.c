@@ -13,6 +13,7 @@
  *   bwd_dg       dg and dg_gamma from the per-tile sums (one workgroup per head) */
 #include "linear_attn.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,15 +177,6 @@ static vkla_result make_bplan(vkla_context *ctx, const vkla_linear_attn_backward
         e += vkla__align_up(sizes[i], 4);
     }
     bp->f_elems = e;
-    uint64_t range = ctx->caps.props.limits.maxStorageBufferRange;
-    if (e * 4 > range || e > UINT32_MAX ||
-        ((bp->bflags & BF_DG) && (uint64_t)p->B * p->T * p->H * 4 > range)) {
-        r = vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
-                       OP ": the backward's scratch (%llu bytes) or dg exceeds the device's "
-                       "maxStorageBufferRange (%llu); split the call",
-                       (unsigned long long)(e * 4), (unsigned long long)range);
-        goto fail;
-    }
     p->off_state = bp->off_f + bp->region[R_STATE] * 4;
     p->off_decay = bp->off_f + bp->region[R_DECAY] * 4;
     bp->scratch_bytes = bp->off_f + e * 4;
@@ -223,6 +215,15 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     if (r != VKLA_SUCCESS)
         goto done;
     const uint64_t fbase = soff + bp.off_f;
+    /* the scratch block and dg are bound whole; longer calls run in pieces (host/tsplit.c) */
+    uint64_t range = ctx->caps.props.limits.maxStorageBufferRange;
+    if (bp.f_elems * 4 > range || bp.f_elems > UINT32_MAX ||
+        ((bp.bflags & BF_DG) && (uint64_t)p->B * p->T * p->H * 4 > range)) {
+        r = vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
+                       OP ": the scratch block (%llu bytes) or dg exceeds maxStorageBufferRange "
+                       "(%llu)", (unsigned long long)(bp.f_elems * 4), (unsigned long long)range);
+        goto done;
+    }
 
     /* the forward's state recomputation; the final states go to scratch */
     if (p->flags & F_HT) {
@@ -409,7 +410,43 @@ static vkla_result op_record(vkla_context *ctx, VkCommandBuffer cmd, const void 
     return record(ctx, cmd, (const vkla_linear_attn_backward_args *)args, run_mode);
 }
 
-static const vkla_op_impl IMPL = {OP, op_scratch, op_record};
+/* Calls split along T (host/tsplit.c) */
+
+static vkla_result can_split(vkla_context *ctx, const void *args)
+{
+    if (((const vkla_linear_attn_backward_args *)args)->fwd.normalize)
+        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
+                          OP ": with normalize, a call longer than one piece (a sequence beyond "
+                          "maxStorageBufferRange or the scratch bound) is not supported");
+    return VKLA_SUCCESS;
+}
+
+#define FB(f) ((uint16_t)offsetof(vkla_linear_attn_backward_args, f))
+#define FA(f) ((uint16_t)offsetof(vkla_linear_attn_args, f))
+static const vkla_op_impl ONE = {OP, op_scratch, op_record};
+static const vkla_tsplit_desc TSPLIT = {
+    .one = &ONE,
+    .args_size = sizeof(vkla_linear_attn_backward_args),
+    .tok = {FB(fwd.q), FB(fwd.k), FB(fwd.v), FB(fwd.g), FB(fwd.gk), FB(dout), FB(dq), FB(dk),
+            FB(dv), FB(dg), FB(dgk)},
+    .ntok = 11,
+    .whole_tok = 1u << 9, /* dg */
+    .rows = {FB(fwd.h0), FB(fwd.z0), FB(dht), FB(dh0)},
+    .nrows = 4,
+    .fwd = FB(fwd),
+    .cu = FA(cu_seqlens), .num_seqs = FA(num_seqs), .chunk_size = FA(chunk_size),
+    .s_in = {FA(h0), FA(z0)}, .s_out = {FA(ht), FA(zt)}, .nstate = 1,
+    .scratch = FB(scratch), .scratch_offset = FB(scratch_offset),
+    .fscratch = FA(scratch), .fscratch_offset = FA(scratch_offset),
+    .backward = true, .dht = FB(dht), .dh0 = FB(dh0), .sum = FB(dg_gamma),
+    .states = &vkla__la_states_impl,
+    .state_shape = vkla__la_state_shape,
+    .can_split = can_split,
+};
+#undef FA
+#undef FB
+
+VKLA_TSPLIT_IMPL(IMPL, OP, TSPLIT);
 
 vkla_result vkla_linear_attn_backward_record(vkla_context *ctx, VkCommandBuffer cmd,
                                              const vkla_linear_attn_backward_args *args)
