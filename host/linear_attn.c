@@ -205,6 +205,13 @@ vkla_result vkla__la_upload_tables(vkla_context *ctx, VkCommandBuffer cmd, const
                                    soff + p->off_chunk);
 }
 
+/* Key rows per chunk_state workgroup: a multiple of 4, at most 32 */
+static uint32_t state_rows(const vkla_la_plan *p)
+{
+    uint32_t k4 = (p->K + 3) / 4 * 4;
+    return k4 < 32 ? k4 : 32;
+}
+
 vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const vkla_la_plan *p,
                                    const vkla_linear_attn_args *a, const vkla_bind *binds,
                                    const vkla_split *splits, uint32_t nsplit)
@@ -214,7 +221,8 @@ vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const
     vkla__la_fill_push(p, a, &l);
     l.nbind = B_COUNT;
     l.binds = binds;
-    uint32_t spec1[8] = {128, p->K, p->V, p->H, p->flags, p->C, 1, 1};
+    uint32_t rows = state_rows(p);
+    uint32_t spec1[8] = {64, p->K, p->V, p->H, p->flags, p->C, rows, 1};
     uint32_t spec2[8] = {256, p->K, p->V, p->H, p->flags, p->C, 1, 1};
     vkla_pipeline *p1, *p2;
     char name[64];
@@ -225,7 +233,7 @@ vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const
     if ((r = vkla__get_pipeline(ctx, "linear_attn/chunk_scan.f32", spec2, 8, B_COUNT, 0, &p2)) != VKLA_SUCCESS)
         return r;
     l.pipe = p1;
-    l.grid_x = ((p->K + 63) / 64) * ((p->VP + 63) / 64);
+    l.grid_x = ((p->K + rows - 1) / rows) * ((p->VP + 63) / 64);
     l.grid_z = VKLA_GRID_CHUNKS;
     if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
         return r;
