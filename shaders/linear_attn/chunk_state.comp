@@ -23,6 +23,7 @@ const uint R = P1;     // key rows per workgroup
 const uint TC = 64u;   // value columns per workgroup = threads
 
 shared vec4 s_kd4[C * R / 4u];   // [t][r]: k_t[i] e^(G_last[i] - G_t[i]), 0 past the chunk
+shared float s_g[C];             // log decay of each token
 shared float s_gs[C];            // in-chunk cumulative scalar log decay
 shared float s_v[C * TC];        // [t][j] values of the tile
 
@@ -39,12 +40,18 @@ void main()
     const uint L = min(C, len - local0);
     const uint tb = t0 + local0;
 
-    for (uint j = lid; j < C; j += TC)
-        s_gs[j] = j < L ? log_decay_scalar(b, tb + j, h) : 0.0;
+    if (lid < C)
+        s_g[lid] = lid < L ? log_decay_scalar(b, tb + lid, h) : 0.0;
     barrier();
-    if (lid == 0u)
-        for (uint j = 1u; j < L; j++)
-            s_gs[j] += s_gs[j - 1u];
+    // in-chunk cumulative log decay of token lid, and of the chunk's last token (unrolled:
+    // the reads of s_g are broadcasts)
+    float gs = 0.0, glast = 0.0;
+    [[unroll]] for (uint t = 0; t < C; t++) {
+        glast += s_g[t];
+        gs = t == lid ? glast : gs;
+    }
+    if (lid < C)
+        s_gs[lid] = gs;
     // per-channel decays: thread r sums gk of its key row from the chunk's end backwards
     float gk_all = 0.0;
     if (HAS_GK && lid < R) {
@@ -56,15 +63,17 @@ void main()
         }
     }
     barrier();
-    for (uint e = lid; e < C * TC; e += TC) {
-        const uint t = e / TC, cc = ct * TC + e % TC;
-        s_v[e] = t < L && cc < VP ? load_v(b, tb + t, h, cc) : 0.0;
+    // staging, unrolled (a loop would make every read a loop over the lanes)
+    [[unroll]] for (uint n = 0; n < C; n++) {
+        const uint e = n * TC + lid, cc = ct * TC + lid;
+        s_v[e] = n < L && cc < VP ? load_v(b, tb + n, h, cc) : 0.0;
     }
-    for (uint e = lid; e < C * R; e += TC) {
+    [[unroll]] for (uint n = 0; n < C * R / TC; n++) {
+        const uint e = n * TC + lid;
         const uint t = e / R, i = kt * R + e % R;
         float kv = 0.0;
         if (t < L && i < K) {
-            float gl = s_gs[L - 1u] - s_gs[t];
+            float gl = glast - s_gs[t];
             if (HAS_GK)
                 gl += s_kd4[e >> 2u][e & 3u];
             kv = load_k(b, tb + t, h, i) * exp(gl);
@@ -98,9 +107,9 @@ void main()
         const uint d = kt * R + lid;
         if (HAS_GK) {
             if (d < K)
-                decay_buf[pc.dc_base + (h * pc.nchunks + c) * KD + d] = s_gs[L - 1u] + gk_all;
+                decay_buf[pc.dc_base + (h * pc.nchunks + c) * KD + d] = glast + gk_all;
         } else if (kt == 0u && lid == 0u) {
-            decay_buf[pc.dc_base + (h * pc.nchunks + c) * KD] = s_gs[L - 1u];
+            decay_buf[pc.dc_base + (h * pc.nchunks + c) * KD] = glast;
         }
     }
 }
