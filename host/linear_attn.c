@@ -221,6 +221,13 @@ vkla_result vkla__la_upload_tables(vkla_context *ctx, VkCommandBuffer cmd, const
                                    soff + p->off_chunk);
 }
 
+/* Key rows per chunk_state workgroup: a multiple of 4, at most 32 */
+static uint32_t state_rows(const vkla_la_plan *p)
+{
+    uint32_t k4 = (p->K + 3) / 4 * 4;
+    return k4 < 32 ? k4 : 32;
+}
+
 vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const vkla_la_plan *p,
                                    const vkla_linear_attn_args *a, const vkla_bind *binds,
                                    const vkla_split *splits, uint32_t nsplit)
@@ -230,7 +237,8 @@ vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const
     vkla__la_fill_push(p, a, &l);
     l.nbind = B_COUNT;
     l.binds = binds;
-    uint32_t spec1[8] = {128, p->K, p->V, p->H, p->flags, p->C, 1, 1};
+    uint32_t rows = state_rows(p);
+    uint32_t spec1[8] = {64, p->K, p->V, p->H, p->flags, p->C, rows, 1};
     uint32_t spec2[8] = {256, p->K, p->V, p->H, p->flags, p->C, 1, 1};
     vkla_pipeline *p1, *p2;
     char name[64];
@@ -242,7 +250,7 @@ vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const
         return r;
     const vkla_la_sizes z = vkla__la_sizes(p);
     l.pipe = p1;
-    l.grid_x = ((p->K + 63) / 64) * ((p->VP + 63) / 64);
+    l.grid_x = ((p->K + rows - 1) / rows) * ((p->VP + 63) / 64);
     l.grid_z = VKLA_GRID_CHUNKS;
     l.flops = z.H * 2 * z.K * z.VP * z.tok; /* K^T V per chunk */
     l.bytes = z.es * z.tok * z.H * (z.K + z.V) + z.gates + z.states;

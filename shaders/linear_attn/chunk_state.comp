@@ -3,27 +3,33 @@
 // each chunk's own state contribution  dS = (K * e^(G_last - G))^T V  (V with the ones column
 // when normalizing) and its total log decay G_last (per channel with gk).
 //
-// Workgroup of 128 threads = 16 x 8 computes a 64 x 64 tile of dS (key rows x value columns);
-// thread (ti, tj) owns rows 4ti..4ti+3 and columns 8tj..8tj+7: a register block fed by one
-// vec4 read of decayed keys and two of values per token.
-// Grid: x = key tiles * column tiles, y = heads, z = chunks. P0 = C (chunk size).
+// Workgroup of TC = 64 threads for one (chunk, head, block of R key rows, tile of 64 value
+// columns); thread j owns value column j of the tile and the R rows of the block in
+// registers. The decayed keys of the block and the values of the tile go to shared memory
+// first; then a loop over the chunk's tokens, unrolled at compile time, adds k_t[i] v_t[j]
+// to the block: each token costs one read of v per thread (consecutive across threads) and
+// R/4 vec4 reads of keys at one address for all threads. Unrolled, those reads are known to
+// be uniform: lavapipe then makes each a single load and broadcast (inside a loop it reads
+// every lane separately, which costs several times more), and GPUs serve them as
+// shared-memory broadcasts. Tokens past the chunk's end have zero keys and values.
+// Grid: x = key blocks * column tiles, y = heads, z = chunks. P0 = C (chunk size), P1 = R
+// (a multiple of 4, at most TC).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 const uint C = P0;
-const uint TR = 64u;   // rows (keys) per tile
-const uint TC = 64u;   // columns (values) per tile
+const uint R = P1;     // key rows per workgroup
+const uint TC = 64u;   // value columns per workgroup = threads
 
-shared float s_kd[C * TR];    // cumulative gk, then k_j[i] * e^(G_last[i] - G_j[i])
-shared float s_gs[C];         // in-chunk cumulative scalar log decay
-shared float s_gl[TR];        // cumulative gk at the chunk's last token
-shared vec4 s_v4[(C / 2u) * TC / 4u]; // half a chunk of values
+shared vec4 s_kd4[C * R / 4u];   // [t][r]: k_t[i] e^(G_last[i] - G_t[i]), 0 past the chunk
+shared float s_g[C];             // log decay of each token
+shared float s_gs[C];            // in-chunk cumulative scalar log decay
+shared float s_v[C * TC];        // [t][j] values of the tile
 
 void main()
 {
     const uint lid = gl_LocalInvocationID.x;
-    const uint ti = lid / 8u, tj = lid % 8u;
     const uint ntc = (VP + TC - 1u) / TC;
     const uint kt = gl_WorkGroupID.x / ntc, ct = gl_WorkGroupID.x % ntc;
     const uint h = pc.h_begin + gl_WorkGroupID.y;
@@ -34,78 +40,76 @@ void main()
     const uint L = min(C, len - local0);
     const uint tb = t0 + local0;
 
-    // cumulative log decays inside the chunk
-    for (uint j = lid; j < C; j += 128u)
-        s_gs[j] = j < L ? log_decay_scalar(b, tb + j, h) : 0.0;
+    if (lid < C)
+        s_g[lid] = lid < L ? log_decay_scalar(b, tb + lid, h) : 0.0;
     barrier();
-    if (lid == 0u)
-        for (uint j = 1u; j < L; j++)
-            s_gs[j] += s_gs[j - 1u];
-    if (HAS_GK && lid < TR) {
-        uint i = kt * TR + lid;
-        float acc = 0.0;
-        for (uint j = 0; j < C; j++) {
-            if (j < L && i < K)
-                acc += log_decay_channel(b, tb + j, h, i);
-            s_kd[j * TR + lid] = acc;
+    // in-chunk cumulative log decay of token lid, and of the chunk's last token (unrolled:
+    // the reads of s_g are broadcasts)
+    float gs = 0.0, glast = 0.0;
+    [[unroll]] for (uint t = 0; t < C; t++) {
+        glast += s_g[t];
+        gs = t == lid ? glast : gs;
+    }
+    if (lid < C)
+        s_gs[lid] = gs;
+    // per-channel decays: thread r sums gk of its key row from the chunk's end backwards
+    float gk_all = 0.0;
+    if (HAS_GK && lid < R) {
+        const uint i = kt * R + lid;
+        for (uint t = C; t-- > 0u;) {
+            s_kd4[(t * R + lid) >> 2u][lid & 3u] = gk_all;   // sum over tokens u > t
+            if (t < L && i < K)
+                gk_all += log_decay_channel(b, tb + t, h, i);
         }
-        s_gl[lid] = acc;
     }
     barrier();
-    // keys decayed to the chunk end (in place: each element is read and written by one thread)
-    for (uint e = lid; e < C * TR; e += 128u) {
-        uint j = e / TR, x = e % TR, i = kt * TR + x;
+    // staging, unrolled (a loop would make every read a loop over the lanes)
+    [[unroll]] for (uint n = 0; n < C; n++) {
+        const uint e = n * TC + lid, cc = ct * TC + lid;
+        s_v[e] = n < L && cc < VP ? load_v(b, tb + n, h, cc) : 0.0;
+    }
+    [[unroll]] for (uint n = 0; n < C * R / TC; n++) {
+        const uint e = n * TC + lid;
+        const uint t = e / R, i = kt * R + e % R;
         float kv = 0.0;
-        if (j < L && i < K) {
-            float gl = s_gs[L - 1u] - s_gs[j];
+        if (t < L && i < K) {
+            float gl = glast - s_gs[t];
             if (HAS_GK)
-                gl += s_gl[x] - s_kd[e];
-            kv = load_k(b, tb + j, h, i) * exp(gl);
+                gl += s_kd4[e >> 2u][e & 3u];
+            kv = load_k(b, tb + t, h, i) * exp(gl);
         }
-        s_kd[e] = kv;
+        s_kd4[e >> 2u][e & 3u] = kv;
     }
     barrier();
 
-    vec4 acc[8];   // acc[x][a]: key row 4ti+a, value column 8tj+x
-    [[unroll]] for (uint x = 0; x < 8u; x++)
-        acc[x] = vec4(0.0);
-    for (uint v0 = 0; v0 < L; v0 += C / 2u) {
-        for (uint e = lid; e < (C / 2u) * TC; e += 128u) {
-            const uint t = v0 + e / TC, cc = ct * TC + e % TC;
-            s_v4[e >> 2u][e & 3u] = (t < L && cc < VP) ? load_v(b, tb + t, h, cc) : 0.0;
+    const uint col = ct * TC + lid;
+    float acc[R];
+    [[unroll]] for (uint r = 0; r < R; r++)
+        acc[r] = 0.0;
+    [[unroll]] for (uint t = 0; t < C; t++) {
+        const float w = s_v[t * TC + lid];
+        [[unroll]] for (uint r = 0; r < R; r += 4u) {
+            const vec4 k4 = s_kd4[(t * R + r) / 4u];
+            acc[r] += k4.x * w;
+            acc[r + 1u] += k4.y * w;
+            acc[r + 2u] += k4.z * w;
+            acc[r + 3u] += k4.w * w;
         }
-        barrier();
-        const uint tn = min(C / 2u, L - v0);
-        for (uint t = 0; t < tn; t++) {
-            const uint kb = (v0 + t) * TR + 4u * ti;
-            const vec4 kd = vec4(s_kd[kb], s_kd[kb + 1u], s_kd[kb + 2u], s_kd[kb + 3u]);
-            const vec4 w0 = s_v4[(t * TC) / 4u + 2u * tj];
-            const vec4 w1 = s_v4[(t * TC) / 4u + 2u * tj + 1u];
-            [[unroll]] for (uint x = 0; x < 4u; x++) {
-                acc[x] += kd * w0[x];
-                acc[x + 4u] += kd * w1[x];
-            }
-        }
-        barrier();
     }
-    [[unroll]] for (uint a = 0; a < 4u; a++) {
-        const uint i = kt * TR + 4u * ti + a;
-        [[unroll]] for (uint x = 0; x < 8u; x++) {
-            const uint col = ct * TC + 8u * tj + x;
-            if (i < K && col < VP)
-                state_buf[pc.st_base + ((h * pc.nchunks + c) * K + i) * VP + col] = acc[x][a];
-        }
+    [[unroll]] for (uint r = 0; r < R; r++) {
+        const uint i = kt * R + r;
+        if (i < K && col < VP)
+            state_buf[pc.st_base + ((h * pc.nchunks + c) * K + i) * VP + col] = acc[r];
     }
 
     // total log decay of the chunk, written once per (chunk, head)
-    if (ct == 0u && lid < TR) {
-        uint d = kt * TR + lid;
+    if (ct == 0u && lid < R) {
+        const uint d = kt * R + lid;
         if (HAS_GK) {
             if (d < K)
-                decay_buf[pc.dc_base + (h * pc.nchunks + c) * KD + d] =
-                    s_gs[L - 1u] + s_gl[lid];
+                decay_buf[pc.dc_base + (h * pc.nchunks + c) * KD + d] = glast + gk_all;
         } else if (kt == 0u && lid == 0u) {
-            decay_buf[pc.dc_base + (h * pc.nchunks + c) * KD] = s_gs[L - 1u];
+            decay_buf[pc.dc_base + (h * pc.nchunks + c) * KD] = glast;
         }
     }
 }
