@@ -334,11 +334,13 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_del
     if ((r = vkla__dr_prep_scan(ctx, cmd, &p, splits, nsplit, &l)) != VKLA_SUCCESS)
         goto done;
     vkla__compute_barrier(ctx, cmd);
-    uint32_t spec3[7] = {64, p.K, p.V, p.C, 1, 1, 1};
+    /* value tiles of 64, or 128 when V > 64: every tile forms the chunk's whole score block */
+    uint32_t xu2 = p.V > 64 ? 2 : 1;
+    uint32_t spec3[7] = {64, p.K, p.V, p.C, xu2, 1, 1};
     snprintf(name, sizeof(name), "delta_rule/chunk_output.%s", ds);
     if ((r = vkla__get_pipeline(ctx, name, spec3, 7, B_COUNT, 0, &l.pipe)) != VKLA_SUCCESS)
         goto done;
-    l.grid_x = (p.V + 63) / 64; /* value tiles of 64 */
+    l.grid_x = (p.V + 64 * xu2 - 1) / (64 * xu2);
     l.grid_z = VKLA_GRID_CHUNKS;
     r = vkla__launch_splits(ctx, cmd, &p.seqs, splits, nsplit, &l);
 done:
