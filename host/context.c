@@ -203,6 +203,7 @@ static void probe_device(const vkla_instance_fns *vki, VkPhysicalDevice pd, uint
     c->subgroup_arith = compute_sg && (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
     c->subgroup_shuffle = compute_sg && (sg.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
     c->subgroup_clustered = compute_sg && (sg.supportedOperations & VK_SUBGROUP_FEATURE_CLUSTERED_BIT);
+    c->subgroup_ballot = compute_sg && (sg.supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
     c->size_control = p->feat_size_control && p->ext_subgroup_size_control &&
                       (sscp.requiredSubgroupSizeStages & VK_SHADER_STAGE_COMPUTE_BIT);
     if (p->ext_driver_properties) {

@@ -197,16 +197,21 @@ const char *vkla__dr_dtype_suffix(vkla_dtype d)
  * keeps 4 rs4 state rows and cn vec4 columns in registers, the workgroup a tile of 4 (64/rg) cn
  * value columns. The state tile and V' (C x tile) also sit in shared memory, which must fit
  * 32 KiB. Wider tiles and 8 x 8 thread grids read W, KD and the state fewer times; narrower
- * tiles give the sequential pass more workgroups. */
-static void scan_tiles(const vkla_dr_plan *p, uint32_t *cn, uint32_t *rs4, uint32_t *rg)
+ * tiles give the sequential pass more workgroups. With sg, the column groups are the lanes of
+ * one subgroup (64/rg = its size, at most 16: the kernel broadcasts from lanes 0 to 15); false
+ * when those tiles do not fit. */
+static bool scan_tiles(const vkla_dr_plan *p, uint32_t sg, uint32_t *cn, uint32_t *rs4, uint32_t *rg)
 {
-    uint32_t g = p->K > 128 ? 16 : 8, cg = 64 / g, r = (p->K + 4 * g - 1) / (4 * g), c = 2;
+    uint32_t g = sg ? 64 / sg : p->K > 128 ? 16 : 8, cg = 64 / g, r = (p->K + 4 * g - 1) / (4 * g), c = 2;
+    if (sg && (sg < 4 || sg > 16 || 64 % sg))
+        return false;
     while (c > 1 && ((4 * g * r + p->C) * cg * c * 16 > SHARED_FLOATS * 4 || 2 * cg * c >= p->V ||
                      (uint64_t)p->N * p->HV * ((p->V + 4 * cg * c - 1) / (4 * cg * c)) < 4))
         c /= 2;
     *cn = c;
     *rs4 = r;
     *rg = g;
+    return (4 * g * r + p->C) * cg * c * 16 <= SHARED_FLOATS * 4;
 }
 
 void vkla__dr_binds(const vkla_dr_plan *p, const vkla_delta_rule_args *a, vkla_buffer *scr,
@@ -268,7 +273,9 @@ vkla_result vkla__dr_prep_scan(vkla_context *ctx, VkCommandBuffer cmd, const vkl
                                const vkla_split *splits, uint32_t nsplit, vkla_launch *l)
 {
     uint32_t cn, rs4, rg;
-    scan_tiles(p, &cn, &rs4, &rg);
+    bool sg = ctx->var.subgroup && ctx->caps.subgroup_ballot && scan_tiles(p, ctx->var.ks, &cn, &rs4, &rg);
+    if (!sg)
+        scan_tiles(p, 0, &cn, &rs4, &rg);
     uint32_t svt = 4 * (64 / rg) * cn; /* value tile of the scan */
     uint32_t spec1[7] = {64, p->K, p->V, p->C, 1, 1, 1};
     uint32_t spec2[7] = {64, p->K, p->V, p->C, cn, rs4, rg};
@@ -279,8 +286,8 @@ vkla_result vkla__dr_prep_scan(vkla_context *ctx, VkCommandBuffer cmd, const vkl
     snprintf(name, sizeof(name), "delta_rule/chunk_prep.%s", ds);
     if ((r = vkla__get_pipeline(ctx, name, spec1, 7, B_COUNT, 0, &p1)) != VKLA_SUCCESS)
         return r;
-    snprintf(name, sizeof(name), "delta_rule/chunk_scan.%s", ds);
-    if ((r = vkla__get_pipeline(ctx, name, spec2, 7, B_COUNT, 0, &p2)) != VKLA_SUCCESS)
+    snprintf(name, sizeof(name), "delta_rule/chunk_scan.%s%s", ds, sg ? ".sg" : "");
+    if ((r = vkla__get_pipeline(ctx, name, spec2, 7, B_COUNT, sg ? ctx->var.ks : 0, &p2)) != VKLA_SUCCESS)
         return r;
     const vkla_dr_sizes z = vkla__dr_sizes(p);
     const vkla_chunk_sums cs = z.cs;
@@ -367,11 +374,13 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_del
         states_only)
         goto done;
     vkla__compute_barrier(ctx, cmd);
-    uint32_t spec3[7] = {64, p.K, p.V, p.C, 1, 1, 1};
+    /* value tiles of 64, or 128 when V > 64: every tile forms the chunk's whole score block */
+    uint32_t xu2 = p.V > 64 ? 2 : 1;
+    uint32_t spec3[7] = {64, p.K, p.V, p.C, xu2, 1, 1};
     snprintf(name, sizeof(name), "delta_rule/chunk_output.%s", ds);
     if ((r = vkla__get_pipeline(ctx, name, spec3, 7, B_COUNT, 0, &l.pipe)) != VKLA_SUCCESS)
         goto done;
-    l.grid_x = (p.V + 63) / 64; /* value tiles of 64 */
+    l.grid_x = (p.V + 64 * xu2 - 1) / (64 * xu2);
     l.grid_z = VKLA_GRID_CHUNKS;
     /* intra (Q K^T) causal and its product with V', (Q e^G) S */
     l.flops = z.HV * ((z.cs.s2 + z.cs.s1) * (z.K + z.V) + 2 * z.K * z.V * z.tok);

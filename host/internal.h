@@ -45,7 +45,7 @@ typedef struct vkla_caps {
     VkPhysicalDeviceProperties props;
     VkPhysicalDeviceMemoryProperties mem;
     uint32_t subgroup_size, subgroup_min, subgroup_max;
-    bool subgroup_arith, subgroup_shuffle, subgroup_clustered;
+    bool subgroup_arith, subgroup_shuffle, subgroup_clustered, subgroup_ballot;
     bool size_control;          /* requiredSubgroupSize usable for compute */
     bool storage16;             /* storageBuffer16BitAccess enabled */
     bool float16, int8;

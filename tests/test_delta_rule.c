@@ -244,11 +244,12 @@ static void test_lengths(void **state)
         }
 }
 
-/* K and V over {1, 16, 48, 64, 128, 256} (the shared shape has 64 and 48) */
+/* K and V over {1, 16, 33, 48, 64, 100, 128, 256} (the shared shape has 64 and 48; V = 100
+ * is one partial 128-column output tile, 256 two whole ones) */
 static void test_head_dims(void **state)
 {
     (void)state;
-    const uint32_t kv[][2] = {{1, 16}, {16, 1}, {128, 48}, {256, 256}};
+    const uint32_t kv[][2] = {{1, 16}, {16, 1}, {128, 48}, {33, 100}, {256, 256}};
     for (int f = 0; f < 2; f++)
         for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
             dr_case c = base_case(forms[f], 40, 300 + i);

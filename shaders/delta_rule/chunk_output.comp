@@ -3,9 +3,11 @@
 //   O = scale * ( (Q * e^G / |q|) S + ((Q K^T) / (|q| |k|) . D) V' ),  D_ij = e^(G_i - G_j), j <= i
 // with S the state entering the chunk and V' from step 2. Every exponent is <= 0.
 // Workgroup: 8 x 8 threads; thread (ti, tj) owns chunk rows ti*RM .. +RM-1 (RM = C/8), score
-// columns tj*RM .. and the value columns 8tj .. 8tj+7 of a 64-wide tile. Tiles are row-major
-// vec4 arrays and products are blocked 4 deep (each vec4 load feeds 8 to 16 multiply-adds).
-// Grid: x = value tiles of 64, y = value heads, z = chunks. P0 = C.
+// columns tj*RM .. and the XU vec4 value columns XU tj .. of a tile of 32 XU values. Tiles are
+// row-major vec4 arrays and products are blocked 4 deep (each vec4 load feeds 8 to 32
+// multiply-adds). Each workgroup forms the whole score block, so tiles of 128 values (XU = 4)
+// halve that work when V > 64.
+// Grid: x = value tiles, y = value heads, z = chunks. P0 = C, P1 = XU / 2 (1 or 2).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -13,7 +15,8 @@ const uint C = P0;
 const uint RM = C / 8u;   // rows (and score columns) per thread
 const uint C4 = C / 4u;
 const uint KT4 = 4u;      // key columns per staged tile, in vec4s
-const uint VT4 = 16u;     // value tile: 64 columns
+const uint XU = 2u * P1;  // vec4 value columns per thread
+const uint VT4 = 8u * XU; // value tile: 32 XU columns
 const uint XT = 16u;      // rows of S or V' per staged tile
 
 // phase A: q and k tiles [C][KT4], a state tile [XT][VT4]
@@ -52,11 +55,11 @@ void main()
         s_iq[j] = inf.z;
     }
 
-    vec4 O[RM][2];
+    vec4 O[RM][XU];
     float A[RM][RM];
     for (uint a = 0; a < RM; a++) {
-        O[a][0] = vec4(0.0);
-        O[a][1] = vec4(0.0);
+        for (uint u = 0; u < XU; u++)
+            O[a][u] = vec4(0.0);
         for (uint x = 0; x < RM; x++)
             A[a][x] = 0.0;
     }
@@ -81,8 +84,8 @@ void main()
             vec4 q[RM];
             for (uint a = 0; a < RM; a++)
                 q[a] = smem[OFF_Q + (i0 + a) * KT4 + xg];
-            for (uint u = 0; u < 2u; u++) {
-                const uint sc = OFF_S + (4u * xg) * VT4 + 2u * tj + u;
+            for (uint u = 0; u < XU; u++) {
+                const uint sc = OFF_S + (4u * xg) * VT4 + XU * tj + u;
                 const vec4 s0 = smem[sc], s1 = smem[sc + VT4], s2 = smem[sc + 2u * VT4],
                            s3 = smem[sc + 3u * VT4];
                 for (uint a = 0; a < RM; a++)
@@ -105,8 +108,8 @@ void main()
         const uint i = i0 + a;
         const float gi = s_g[i], qi = s_iq[i];
         const float ei = exp(gi) * qi;
-        O[a][0] *= ei;
-        O[a][1] *= ei;
+        for (uint u = 0; u < XU; u++)
+            O[a][u] *= ei;
         for (uint bb = 0; bb < RM; bb++) {
             const uint j = j0 + bb;
             A[a][bb] = (low && j <= i && j < L) ? A[a][bb] * qi * s_ik[j] * exp(gi - s_g[j]) : 0.0;
@@ -137,8 +140,8 @@ void main()
                 vec4 av[RM];
                 for (uint a = 0; a < RM; a++)
                     av[a] = smem[OFF_A + (i0 + a) * C4 + jt / 4u + xg];
-                for (uint u = 0; u < 2u; u++) {
-                    const uint vc = OFF_V + (4u * xg) * VT4 + 2u * tj + u;
+                for (uint u = 0; u < XU; u++) {
+                    const uint vc = OFF_V + (4u * xg) * VT4 + XU * tj + u;
                     const vec4 p0 = smem[vc], p1 = smem[vc + VT4], p2 = smem[vc + 2u * VT4],
                                p3 = smem[vc + 3u * VT4];
                     for (uint a = 0; a < RM; a++)
@@ -147,15 +150,19 @@ void main()
             }
     }
 
-    // through shared memory to the output, in flat loops (keeps the kernel small)
-    barrier();
-    for (uint a = 0; a < RM; a++)
-        for (uint u = 0; u < 2u; u++)
-            smem[(i0 + a) * VT4 + 2u * tj + u] = O[a][u];
-    barrier();
-    [[dont_unroll]] for (uint e = lid; e < L * VT4; e += 64u) {
-        const uint i = e / VT4, col = 4u * (v40 + e % VT4);
-        if (col < V)
-            store_o4(b, tb + i, h, col, pc.scale * smem[e]);
+    // through shared memory to the output, 64 values at a time, in flat loops (keeps the
+    // kernel small)
+    for (uint hf = 0; hf < XU / 2u; hf++) {
+        barrier();
+        if (tj / (8u / (XU / 2u)) == hf)
+            for (uint a = 0; a < RM; a++)
+                for (uint u = 0; u < XU; u++)
+                    smem[(i0 + a) * 16u + (XU * tj + u) % 16u] = O[a][u];
+        barrier();
+        [[dont_unroll]] for (uint e = lid; e < L * 16u; e += 64u) {
+            const uint i = e / 16u, col = 4u * (v40 + 16u * hf + e % 16u);
+            if (col < V)
+                store_o4(b, tb + i, h, col, pc.scale * smem[e]);
+        }
     }
 }

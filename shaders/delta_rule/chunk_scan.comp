@@ -8,8 +8,14 @@
 // Workgroup: 64 threads as RG row groups x CG = 64/RG column groups; thread (rg, cg) owns
 //   V' rows rg*R .. +R-1 (R = C/RG) and state rows rg*4 + 4 RG m + 0..3 (m < RS4),
 //   vec4 columns cg*CN .. +CN-1 of the tile of 4 CG CN values.
+// SUBGROUP=1 (the host picks it when the subgroup size is CG and the subgroup ops are there):
+// the W and KD values a row group needs are the same for all its CG threads, which form one
+// subgroup, so each lane loads a different one and the others take it by broadcast. On CPU
+// drivers every storage load is a loop over the lanes, whatever the addresses; a broadcast is
+// a register move, so this replaces R + 4 RS4 loads per step with 1 + 4 RS4 / CG.
 // Grid: x = value tiles, y = value heads, z = sequences.
-// P0 = C, P1 = CN, P2 = RS4 = ceil(K / (4 RG)), P3 = RG (8 or 16).
+// P0 = C, P1 = CN, P2 = RS4 = ceil(K / (4 RG)), P3 = RG (8 or 16; 64 / subgroup size with
+// SUBGROUP=1, so that R = C / RG <= CG).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -79,8 +85,16 @@ void main()
         const bool jok = j0 < L;
         [[dont_unroll]] for (uint kg = 0; kg < K4; kg++) {
             vec4 w[R];
+#if SUBGROUP
+            vec4 wl = vec4(0.0);
+            if (cg < R && j0 + cg < L)
+                wl = work_buf[work_w(rec) + (j0 + cg) * K4 + kg];
+            [[unroll]] for (uint a = 0; a < R; a++)
+                w[a] = dr_bcast(wl, a);
+#else
             for (uint a = 0; a < R; a++)
                 w[a] = (jok && j0 + a < L) ? work_buf[work_w(rec) + (j0 + a) * K4 + kg] : vec4(0.0);
+#endif
             for (uint u = 0; u < CN; u++) {
                 const vec4 s0 = s_S[(4u * kg) * VT4 + cg * CN + u];
                 const vec4 s1 = s_S[(4u * kg + 1u) * VT4 + cg * CN + u];
@@ -114,11 +128,26 @@ void main()
             for (uint e = 0; e < 4u; e++)
                 for (uint u = 0; u < CN; u++)
                     p[e][u] = s_vp[(j + e) * VT4 + cg * CN + u];
-            for (uint m = 0; m < RS4; m++) {
+#if SUBGROUP
+            // lane cg loads value cg + CG t of the 4 RS4 (row m, token e) pairs, v = 4 m + e
+            vec4 kdl[(4u * RS4 + CG - 1u) / CG];
+            [[unroll]] for (uint t = 0; t < (4u * RS4 + CG - 1u) / CG; t++) {
+                const uint v = cg + CG * t, k4 = rg + RG * (v / 4u), e = v % 4u;
+                kdl[t] = vec4(0.0);
+                if (v < 4u * RS4 && k4 < K4 && j + e < L)
+                    kdl[t] = work_buf[work_kd(rec) + (j + e) * K4 + k4];
+            }
+#endif
+            [[unroll]] for (uint m = 0; m < RS4; m++) {
                 const uint k4 = rg + RG * m;
                 vec4 kd[4];
+#if SUBGROUP
+                [[unroll]] for (uint e = 0; e < 4u; e++)
+                    kd[e] = dr_bcast(kdl[(4u * m + e) / CG], (4u * m + e) % CG);
+#else
                 for (uint e = 0; e < 4u; e++)
                     kd[e] = (k4 < K4 && j + e < L) ? work_buf[work_kd(rec) + (j + e) * K4 + k4] : vec4(0.0);
+#endif
                 for (uint a = 0; a < 4u; a++)
                     for (uint u = 0; u < CN; u++)
                         S[4u * m + a][u] += kd[0][a] * p[0][u] + kd[1][a] * p[1][u] +

@@ -107,6 +107,36 @@ const uint V4 = (V + 3u) / 4u;
 
 const float L2_EPS = 1e-6;
 
+// Subgroup variant (SUBGROUP=1) of chunk_scan. On CPU drivers every storage access is a loop
+// over the lanes of a subgroup (with a bounds check per element), whatever the addresses, while
+// moving a value between lanes is a register operation. Where all lanes of a subgroup need the
+// same values, each lane loads a different one and the others take it by broadcast.
+#if defined(SUBGROUP) && SUBGROUP
+#extension GL_KHR_shader_subgroup_ballot : require
+// Lane `lane`'s x (lane a constant once the loops are unrolled, so the switch folds away).
+vec4 dr_bcast(vec4 x, uint lane)
+{
+    switch (lane) {
+    case 0u: return subgroupBroadcast(x, 0u);
+    case 1u: return subgroupBroadcast(x, 1u);
+    case 2u: return subgroupBroadcast(x, 2u);
+    case 3u: return subgroupBroadcast(x, 3u);
+    case 4u: return subgroupBroadcast(x, 4u);
+    case 5u: return subgroupBroadcast(x, 5u);
+    case 6u: return subgroupBroadcast(x, 6u);
+    case 7u: return subgroupBroadcast(x, 7u);
+    case 8u: return subgroupBroadcast(x, 8u);
+    case 9u: return subgroupBroadcast(x, 9u);
+    case 10u: return subgroupBroadcast(x, 10u);
+    case 11u: return subgroupBroadcast(x, 11u);
+    case 12u: return subgroupBroadcast(x, 12u);
+    case 13u: return subgroupBroadcast(x, 13u);
+    case 14u: return subgroupBroadcast(x, 14u);
+    default: return subgroupBroadcast(x, 15u);
+    }
+}
+#endif
+
 // q/k: head hq is the q/k head (value head / group)
 float load_q(uint b, uint t, uint hq, uint i) { return LOADE(q_buf[pc.q_base + b * pc.q_sb + t * pc.q_st + hq * pc.q_sh + i]); }
 float load_k(uint b, uint t, uint hq, uint i) { return LOADE(k_buf[pc.k_base + b * pc.k_sb + t * pc.k_st + hq * pc.k_sh + i]); }
