@@ -177,6 +177,8 @@ class Group(torch.nn.Module):
     def forward(self, es):
         """es: [H, B, T, d+1] (one batch per model) -> predictions [H, B]."""
         H = len(self.models)
+        if self.models[0].backend == "vkla":
+            return self._forward_vkla(es)
         es = list(es)
         for layer in range(self.layers):
             qkv = [m.qkv(e, layer) for m, e in zip(self.models, es)]
@@ -189,6 +191,27 @@ class Group(torch.nn.Module):
                 os_ = [attention_torch(*t) for t in qkv]
             es = [e + o for e, o in zip(es, os_)]
         return torch.stack([-e[:, -1, -1] for e in es])
+
+    def _forward_vkla(self, es):
+        """The models' tokens stay one [H, B, T, d+1] block: per layer, the projections are one
+        batched product over the models, and the LION call reads q, k, v and writes o as the
+        [B, T, H, d+1] permuted views of such blocks (no per-model slices, stacks or copies)."""
+        H, B, T, D = es.shape
+        mask = torch.ones(T, 1, dtype=es.dtype)
+        mask[-1] = 0
+        e = es.contiguous()
+        for layer in range(self.layers):
+            w = [m.weights(layer) for m in self.models]
+            P = torch.stack([p for p, _ in w]).to(torch.float32)
+            Q = torch.stack([q for _, q in w]).to(torch.float32)
+            ef = e.to(torch.float32)
+            rows = ef.view(H, B * T, D)
+            q = torch.bmm(rows, Q.transpose(1, 2)).view(H, B, T, D)
+            v = torch.bmm(rows, P.transpose(1, 2)).view(H, B, T, D)
+            k = ef * mask.to(torch.float32)
+            o = attention_vkla(*(t.permute(1, 2, 0, 3) for t in (q, k, v)), self.models[0].form)
+            e = e + o.permute(2, 0, 1, 3).to(e.dtype)
+        return -e[:, :, -1, -1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,6 +585,22 @@ def bench(opt):
                 opt_.step()
                 times.append(time.perf_counter() - t0)
             rec["step_ms_" + backend] = 1e3 * sorted(times[1:])[len(times[1:]) // 2]
+            # the table's step: GD++, DIAG and FULL side by side, one LION call per layer
+            models = [LSA(p, layers, d, backend=backend, form=opt.form) for p in MODELS]
+            group = Group(models)
+            opt_ = torch.optim.Adam(group.parameters(), lr=1e-4)
+            times = []
+            for r in range(reps + 1):
+                t0 = time.perf_counter()
+                data = [sample(B, noise, gen, d, n) for _ in models]
+                pred = group(torch.stack([tokens(x, y) for x, y, _ in data]))
+                target = torch.stack([y[:, -1] for _, y, _ in data])
+                loss = 0.5 * ((pred - target) ** 2).mean(1).sum()
+                opt_.zero_grad()
+                loss.backward()
+                opt_.step()
+                times.append(time.perf_counter() - t0)
+            rec["group3_step_ms_" + backend] = 1e3 * sorted(times[1:])[len(times[1:]) // 2]
         q, k, v = (torch.randn(B, n + 1, 1, d + 1, requires_grad=True) for _ in range(3))
         fw, bw = [], []
         for r in range(reps + 1):
@@ -626,6 +665,10 @@ def parse(argv=None):
     ap.add_argument("--report", metavar="JSONL", help="print the table of a results file")
     ap.add_argument("--plot", metavar="PNG", help="with --report: the plot")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="PyTorch intra-op threads for the host part (default 1: its operations "
+                         "are small here, and a thread pool contends with the CPU threads of a "
+                         "CPU Vulkan device such as lavapipe)")
     opt = ap.parse_args(argv)
     if opt.quick:
         opt.layers = [1]
@@ -647,6 +690,8 @@ def parse(argv=None):
 
 def main(argv=None):
     opt = parse(argv)
+    if opt.threads > 0:
+        torch.set_num_threads(opt.threads)
     if opt.report:
         print(report(opt.report, opt.plot))
         return 0
