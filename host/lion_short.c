@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SHORT_LANES 32u   /* sequences per workgroup */
+#define SHORT_LANES 32u   /* (sequence, head) lanes per workgroup */
 #define SHORT_MAX_T 64u   /* longest sequence chosen automatically */
 
 /* push constant words of short.comp */
@@ -46,11 +46,8 @@ static vkla_result launch(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
                           const vkla_split *splits, uint32_t nsplit, uint32_t mode,
                           uint32_t flags)
 {
-    static const char *const sfx[3] = {"f32", "f16", "bf16"};
     char name[32];
-    snprintf(name, sizeof(name), "lion/short.%s", sfx[d->dtype == VKLA_DTYPE_F16    ? 1
-                                                      : d->dtype == VKLA_DTYPE_BF16 ? 2
-                                                                                    : 0]);
+    snprintf(name, sizeof(name), "lion/short.%s", vkla_dtype_name(d->dtype));
     const uint32_t spec[5] = {SHORT_LANES, d->K, d->V, mode, flags};
     vkla_launch l;
     memset(&l, 0, sizeof(l));
