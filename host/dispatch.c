@@ -541,6 +541,30 @@ vkla_chunk_sums vkla__chunk_sums(const vkla_seqs *s, uint32_t C)
     return cs;
 }
 
+/* VKLA_GRID_SEQ_LANES: one lane per (sequence, head) of the split, heads fastest, grid_x lanes
+ * per workgroup, one dispatch along x. */
+static vkla_result launch_seq_lanes(vkla_context *ctx, VkCommandBuffer cmd, const vkla_split *sp,
+                                    const vkla_launch *l, uint32_t *push, uint32_t ny)
+{
+    const uint64_t lanes = (uint64_t)(sp->s1 - sp->s0) * ny;
+    const uint64_t groups = l->grid_x ? (lanes + l->grid_x - 1) / l->grid_x : 0;
+    if (groups > ctx->caps.props.limits.maxComputeWorkGroupCount[0])
+        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED, "dispatch grid too large for this device");
+    if (l->split_word >= 0) {
+        push[l->split_word + 0] = sp->h0;
+        push[l->split_word + 1] = sp->s0;
+        push[l->split_word + 2] = sp->s1;
+        push[l->split_word + 3] = sp->h1;
+    }
+    ctx->vk.vkCmdPushConstants(cmd, l->pipe->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                               l->push_words * 4, push);
+    if (groups) {
+        ctx->vk.vkCmdDispatch(cmd, (uint32_t)groups, 1, 1);
+        prof_dispatch(ctx, (uint32_t)groups, 1, 1);
+    }
+    return VKLA_SUCCESS;
+}
+
 /* One piece of a launch (no profile stamps). */
 static vkla_result launch_piece(vkla_context *ctx, VkCommandBuffer cmd, const vkla_seqs *s,
                                 const vkla_split *sp, const vkla_launch *l)
@@ -579,6 +603,8 @@ static vkla_result launch_piece(vkla_context *ctx, VkCommandBuffer cmd, const vk
     ctx->vk.vkCmdPushDescriptorSetKHR(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, l->pipe->layout, 0,
                                       l->nbind, writes);
     uint32_t ny = sp->h1 - sp->h0;
+    if (l->grid_z == VKLA_GRID_SEQ_LANES)
+        return launch_seq_lanes(ctx, cmd, sp, l, push, ny);
     uint64_t z0, nz;
     if (l->grid_z == VKLA_GRID_CHUNKS) {
         z0 = s->chunk_off[sp->s0];

@@ -207,7 +207,13 @@ typedef struct vkla_split {
 } vkla_split;
 
 /* A kernel launch over a split: grid x, and y = heads, z = seqs or chunks of the split. */
-typedef enum vkla_grid_z { VKLA_GRID_SEQS = 0, VKLA_GRID_CHUNKS = 1 } vkla_grid_z;
+/* VKLA_GRID_SEQ_LANES: one lane per (sequence, head), heads fastest, grid_x lanes per
+ * workgroup along x; four split words: h_begin, s_begin, s_end, h_end (ends exclusive). */
+typedef enum vkla_grid_z {
+    VKLA_GRID_SEQS = 0,
+    VKLA_GRID_CHUNKS = 1,
+    VKLA_GRID_SEQ_LANES = 2
+} vkla_grid_z;
 
 typedef struct vkla_launch {
     vkla_pipeline *pipe;

@@ -30,6 +30,7 @@ typedef struct plan {
     uint32_t nkt, nvt;     /* 64-wide tiles over K and V */
     view vq, vk, vv, vo;
     uint64_t off_seq, off_chunk, off_st, off_z, st_elems, z_elems, scratch_bytes;
+    bool short_path;       /* host/lion_short.c instead of the form's kernels */
 } plan;
 
 /* Rows of a [B,T,H,X] tensor can be read as 4-element vectors: X, the strides and the start
@@ -203,6 +204,8 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_args *a, plan *p
     if (off)
         off += 16; /* slack to align the start */
     p->scratch_bytes = off;
+    if ((p->short_path = vkla__lion_short_use(ctx, d)))
+        p->scratch_bytes = vkla__lion_short_scratch(ctx, d);
     return VKLA_SUCCESS;
 }
 
@@ -289,6 +292,12 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
     uint32_t nsplit = 0;
     vkla_buffer *scr;
     uint64_t soff;
+    if (p.short_path) {
+        const vkla_tensor *t[7] = {&a->q, &a->k, &a->v, NULL, &a->o, NULL, NULL};
+        r = vkla__lion_short_record(ctx, cmd, OP, &p.d, t, a->scratch, a->scratch_offset,
+                                    run_mode);
+        goto done;
+    }
     r = vkla__resolve_scratch(ctx, OP, p.scratch_bytes, a->scratch, a->scratch_offset, run_mode,
                               0, &scr, &soff);
     if (r != VKLA_SUCCESS)

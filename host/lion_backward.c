@@ -37,6 +37,7 @@ typedef struct bplan {
      * strides and start) instead of a packed region */
     const vkla_tensor *user[R_COUNT];
     uint64_t scratch_bytes;
+    bool short_path;        /* host/lion_short.c instead of the chunk kernels */
 } bplan;
 
 static vkla_result check_grads(vkla_context *ctx, const vkla_lion_backward_args *a,
@@ -177,6 +178,8 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_lion_backward_args *a
         }
     }
     p->scratch_bytes = off + 16; /* slack to align the start */
+    if ((p->short_path = vkla__lion_short_use(ctx, d)))
+        p->scratch_bytes = vkla__lion_short_scratch(ctx, d);
     return VKLA_SUCCESS;
 }
 
@@ -415,6 +418,12 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     const vkla_lion_dims *d = &p.d;
     const bool norm = (d->flags & F_NORM) != 0;
     const bool any = a->dq.buffer || a->dk.buffer || a->dv.buffer || p.gate;
+    if (p.short_path) {
+        const vkla_tensor *t[7] = {&a->fwd.q, &a->fwd.k, &a->fwd.v, &a->dout,
+                                   &a->dq,    &a->dk,    &a->dv};
+        r = vkla__lion_short_record(ctx, cmd, OP, d, t, a->scratch, a->scratch_offset, run_mode);
+        goto done;
+    }
     uint64_t soff;
     r = vkla__resolve_scratch(ctx, OP, p.scratch_bytes, a->scratch, a->scratch_offset, run_mode,
                               0, &c.scr, &soff);

@@ -58,4 +58,16 @@ vkla_bind vkla__lion_packed_bind(const vkla_lion_dims *d, vkla_buffer *scr, uint
 /* Row strides of tensor slot i (0..3 = q, k, v, o) in the push constants. */
 void vkla__lion_set_strides(vkla_launch *l, int i, const uint64_t *st);
 
+/* The short-sequence path (host/lion_short.c): LION-LIT with K, V <= LION_SHORT_MAX_DIM. */
+#define LION_SHORT_MAX_DIM 16u
+/* Whether a call with these dims takes it (the shape, or VKLA_LION_SHORT=0|1). */
+bool vkla__lion_short_use(vkla_context *ctx, const vkla_lion_dims *d);
+/* Its scratch: the varlen tables only. */
+uint64_t vkla__lion_short_scratch(vkla_context *ctx, const vkla_lion_dims *d);
+/* Records it; t: q, k, v, dout, then o (forward, dout NULL) or dq, dk, dv (backward: each
+ * NULL or buffer-less when not wanted). */
+vkla_result vkla__lion_short_record(vkla_context *ctx, VkCommandBuffer cmd, const char *op,
+                                    const vkla_lion_dims *d, const vkla_tensor *const *t,
+                                    vkla_buffer *scratch, uint64_t scratch_offset, bool run_mode);
+
 #endif

@@ -158,8 +158,9 @@ void th_tensor_new(th_tensor *tt, vkla_dtype dt, uint32_t ndim, const uint64_t *
             free(f);
         }
     } else {
-        /* outputs start as NaN-ish garbage so unwritten elements are caught */
-        memset(host + TH_GUARD, 0x7f, n * es);
+        /* outputs start as NaN-ish garbage so unwritten elements are caught (and the padding
+         * after an odd count of 16-bit elements as th_tensor_read expects it) */
+        memset(host + TH_GUARD, 0x7f, tt->bytes);
     }
     assert_int_equal(vkla_buffer_upload(th_ctx(), tt->buf, 0, host, total), VKLA_SUCCESS);
     free(host);

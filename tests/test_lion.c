@@ -364,12 +364,15 @@ static void test_chunk_sizes(void **state)
 static void test_views(void **state)
 {
     (void)state;
-    const uint32_t B = 2, T = 70, H = 2, K = 32, V = 16, F = 2 * K + V + 4, VS = V + 3;
+    const uint32_t B = 2, T = 70, H = 2, K = 16, V = 16, F = 2 * K + V + 4, VS = V + 3;
     for (int di = 0; di < 2; di++)
-        for (int f = 0; f < 3; f++) {
+        for (int f = 0; f < 4; f++) {
+            /* f = 3: LION-LIT on the short-sequence path (forced) */
             vkla_dtype dt = di ? VKLA_DTYPE_F16 : VKLA_DTYPE_F32;
-            lion_case c = {.B = B, .T = T, .H = H, .K = K, .V = V, .gates = G, .dt = dt,
-                           .form = forms[f], .seed = 700 + f};
+            lion_case c = {.B = B, .T = T, .H = H, .K = K, .V = V, .gates = f < 3 ? G : 0,
+                           .dt = dt, .form = forms[f % 3], .seed = 700 + f};
+            if (f == 3)
+                setenv("VKLA_LION_SHORT", "1", 1);
             lion_data d;
             make_data(&c, &d);
             size_t es = vkla_dtype_size(dt), rows = (size_t)B * T * H;
@@ -404,10 +407,13 @@ static void test_views(void **state)
             memcpy(a.v.strides, st, sizeof(st));
             memcpy(a.o.strides, so, sizeof(so));
             uint64_t sg[3] = {B, T, H};
-            th_tensor g;
-            th_tensor_new(&g, VKLA_DTYPE_F32, 3, sg, d.g);
-            a.g = g.t;
+            th_tensor g = {0};
+            if (d.g) {
+                th_tensor_new(&g, VKLA_DTYPE_F32, 3, sg, d.g);
+                a.g = g.t;
+            }
             vkla_result r = vkla_lion_run(th_ctx(), &a);
+            unsetenv("VKLA_LION_SHORT");
             if (r != VKLA_SUCCESS)
                 fail_msg("views %s: %s: %s", form_name(c.form), vkla_result_string(r),
                          vkla_last_error(th_ctx()));
@@ -428,7 +434,8 @@ static void test_views(void **state)
                 }
             }
             char name[64];
-            snprintf(name, sizeof(name), "views %s %s", form_name(c.form), vkla_dtype_name(dt));
+            snprintf(name, sizeof(name), "views %s %s", f < 3 ? form_name(c.form) : "short",
+                     vkla_dtype_name(dt));
             th_assert_close(name, d.o, out, d.nv, th_target(d.o, d.nv, dt));
             free(ohost); free(of); free(out); free(host); free(fused);
             th_tensor_free(&g);
@@ -437,6 +444,70 @@ static void test_views(void **state)
             free_data(&d);
             th_check_validation();
         }
+}
+
+/* The short-sequence path (host/lion_short.c: LION-LIT with K, V <= 16, one lane per sequence
+ * and head), forced on: T = 1, 5, 21, 63, K and V in {1, 5, 11, 16}, normalize, every dtype,
+ * several heads and batch rows, every form's request; varlen with an empty and a one-token
+ * sequence; a decay, which it does not cover, still goes to the form's kernels. Then the
+ * automatic choice. */
+static void test_short_path(void **state)
+{
+    (void)state;
+    setenv("VKLA_LION_SHORT", "1", 1);
+    const uint32_t Ts[] = {1, 5, 21, 63};
+    const uint32_t kv[][2] = {{11, 11}, {1, 16}, {16, 1}, {16, 16}, {5, 11}};
+    const vkla_dtype dts[] = {VKLA_DTYPE_F32, VKLA_DTYPE_F16, VKLA_DTYPE_BF16};
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 5; j++) {
+            lion_case c = {.B = 1 + (uint32_t)(i + j) % 3, .T = Ts[i], .H = 1 + (uint32_t)j % 3,
+                           .K = kv[j][0], .V = kv[j][1], .normalize = (i + j) % 2,
+                           .dt = dts[(i + 2 * j) % 3], .form = forms[(i + j) % 3],
+                           .seed = 900 + 10 * i + j};
+            char name[96];
+            snprintf(name, sizeof(name), "short T=%u K=%u V=%u H=%u%s %s", c.T, c.K, c.V, c.H,
+                     c.normalize ? " normalize" : "", vkla_dtype_name(c.dt));
+            run_case(name, &c);
+        }
+    static const int32_t cu[] = {0, 1, 22, 22, 85, 90};
+    for (int di = 0; di < 3; di++)
+        for (int nz = 0; nz < 2; nz++) {
+            lion_case c = {.B = 1, .T = 90, .H = 2, .K = 11, .V = 7, .normalize = nz,
+                           .dt = dts[di], .cu = cu, .N = 5, .seed = 950 + 2 * di + nz};
+            char name[96];
+            snprintf(name, sizeof(name), "short varlen%s %s", nz ? " normalize" : "",
+                     vkla_dtype_name(c.dt));
+            run_case(name, &c);
+        }
+    lion_case gc = {.B = 2, .T = 21, .H = 2, .K = 11, .V = 11, .gates = G, .seed = 960};
+    run_case("short forced, LION-S (form kernels)", &gc);
+    unsetenv("VKLA_LION_SHORT");
+
+    /* the automatic choice, seen through the scratch it asks for: on at T = 21 and 64, off at
+     * T = 65, with a decay, and with K = 17 */
+    const uint32_t autoT[] = {21, 64, 65, 21, 21};
+    for (int i = 0; i < 5; i++) {
+        uint64_t sq[4] = {2, autoT[i], 3, i == 4 ? 17 : 11};
+        th_tensor q, k, v, o, g = {0};
+        th_tensor_new(&q, VKLA_DTYPE_F32, 4, sq, NULL);
+        th_tensor_new(&k, VKLA_DTYPE_F32, 4, sq, NULL);
+        th_tensor_new(&v, VKLA_DTYPE_F32, 4, sq, NULL);
+        th_tensor_new(&o, VKLA_DTYPE_F32, 4, sq, NULL);
+        vkla_lion_args a = {0};
+        a.q = q.t; a.k = k.t; a.v = v.t; a.o = o.t;
+        if (i == 3) {
+            th_tensor_new(&g, VKLA_DTYPE_F32, 3, sq, NULL); /* [B, T, H]: the first 3 dims */
+            a.g = g.t;
+        }
+        uint64_t need = 1;
+        assert_int_equal(vkla_lion_scratch_size(th_ctx(), &a, &need), VKLA_SUCCESS);
+        if ((need == 0) != (i < 2))
+            fail_msg("short path %s for T = %u%s", i < 2 ? "not chosen" : "chosen", autoT[i],
+                     i == 3 ? " with g" : i == 4 ? ", K = 17" : "");
+        th_tensor *all[] = {&q, &k, &v, &o, &g};
+        for (int t = 0; t < 5; t++)
+            th_tensor_free(all[t]);
+    }
 }
 
 /* a caller scratch at an offset; its size query; too small a scratch */
@@ -580,13 +651,18 @@ static void test_errors(void **state)
     a = ok; a.num_seqs = 3;
     expect(vkla_lion_run(ctx, &a), VKLA_ERROR_BAD_SEQLENS, "num_seqs without cu_seqlens");
 
-    /* recording needs a caller scratch whenever the size query says so */
+    /* recording needs a caller scratch whenever the size query says so (the chunk form's
+     * kernels; the short-sequence path this shape takes by default needs none) */
     a = ok; a.form = VKLA_FORM_CHUNK;
-    uint64_t need = 0;
+    uint64_t need = 1;
+    expect(vkla_lion_scratch_size(ctx, &a, &need), VKLA_SUCCESS, "scratch size, short path");
+    assert_true(need == 0);
+    setenv("VKLA_LION_SHORT", "0", 1);
     expect(vkla_lion_scratch_size(ctx, &a, &need), VKLA_SUCCESS, "scratch size");
     assert_true(need > 0);
     expect(vkla_lion_scratch_size(ctx, &a, NULL), VKLA_ERROR_NULL_POINTER, "scratch size NULL");
     expect(vkla_lion_record(ctx, VK_NULL_HANDLE, &a), VKLA_ERROR_NULL_POINTER, "NULL command buffer");
+    unsetenv("VKLA_LION_SHORT");
     a = ok; a.form = VKLA_FORM_ATTN;
     expect(vkla_lion_scratch_size(ctx, &a, &need), VKLA_SUCCESS, "attn scratch size");
     assert_true(need == 0); /* f32 aligned rows, no varlen: nothing to stage */
@@ -618,6 +694,7 @@ int main(void)
         cmocka_unit_test(test_chunk_sizes),
         cmocka_unit_test(test_views),
         cmocka_unit_test(test_caller_scratch),
+        cmocka_unit_test(test_short_path),
         cmocka_unit_test(test_gpu_blocks),
     };
     return cmocka_run_group_tests_name("lion", tests, th_setup, th_teardown);

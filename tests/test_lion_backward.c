@@ -421,28 +421,84 @@ static void test_gpu_blocks(void **state)
     unsetenv("VKLA_LION_BLOCK");
 }
 
+/* The short-sequence path (host/lion_short.c: LION-LIT with K, V <= 16, one lane per sequence
+ * and head), forced on: T = 1, 5, 21, 63, K and V in {1, 5, 11, 16}, normalize (not at T = 1
+ * or K = 1, where the output barely depends on q and fp32 cannot resolve the gradients that
+ * remain: docs/lion.md, "Limits"), every dtype,
+ * several heads and batch rows; partial requests (the dq dispatch and the dk / dv one apart);
+ * varlen with an empty and a one-token sequence; a decay still goes to the chunk kernels. */
+static void test_short_path(void **state)
+{
+    (void)state;
+    setenv("VKLA_LION_SHORT", "1", 1);
+    const uint32_t Ts[] = {1, 5, 21, 63};
+    const uint32_t kv[][2] = {{11, 11}, {1, 16}, {16, 1}, {5, 11}};
+    const vkla_dtype dts[] = {VKLA_DTYPE_F32, VKLA_DTYPE_F16, VKLA_DTYPE_BF16};
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            bcase c = {.B = 1 + (uint32_t)(i + j) % 3, .T = Ts[i], .H = 1 + (uint32_t)j % 3,
+                       .K = kv[j][0], .V = kv[j][1], .normalize = i > 0 && kv[j][0] > 1 && (i + j) % 2,
+                       .dt = dts[(i + 2 * j) % 3], .seed = 1100 + 10 * i + j};
+            char name[96];
+            snprintf(name, sizeof(name), "short T=%u K=%u V=%u H=%u%s %s", c.T, c.K, c.V, c.H,
+                     c.normalize ? " normalize" : "", vkla_dtype_name(c.dt));
+            run_case(name, &c);
+        }
+    for (int nz = 0; nz < 2; nz++) {
+        bcase c = {.B = 2, .T = 21, .H = 2, .K = 16, .V = 16, .normalize = nz,
+                   .dt = VKLA_DTYPE_F32, .seed = 1150 + nz};
+        run_case(nz ? "short K=V=16 normalize" : "short K=V=16", &c);
+    }
+    const int wants[] = {W_DQ, W_DK, W_DV, W_DK | W_DV, W_DQ | W_DV};
+    for (int i = 0; i < 5; i++) {
+        bcase c = {.B = 3, .T = 21, .H = 2, .K = 11, .V = 11, .normalize = i % 2,
+                   .dt = VKLA_DTYPE_F32, .want = wants[i], .seed = 1160 + i};
+        char name[64];
+        snprintf(name, sizeof(name), "short only mask %d%s", wants[i],
+                 c.normalize ? " normalize" : "");
+        run_case(name, &c);
+    }
+    static const int32_t cu[] = {0, 1, 22, 22, 85, 90};
+    for (int di = 0; di < 3; di++)
+        for (int nz = 0; nz < 2; nz++) {
+            bcase c = {.B = 1, .T = 90, .H = 2, .K = 11, .V = 7, .normalize = nz,
+                       .dt = dts[di], .cu = cu, .N = 5, .seed = 1170 + 2 * di + nz};
+            char name[96];
+            snprintf(name, sizeof(name), "short varlen%s %s", nz ? " normalize" : "",
+                     vkla_dtype_name(c.dt));
+            run_case(name, &c);
+        }
+    bcase gc = {.B = 2, .T = 21, .H = 2, .K = 11, .V = 11, .gates = G | GAMMA, .normalize = 1,
+                .dt = VKLA_DTYPE_F32, .seed = 1180};
+    run_case("short forced, LION-S+D (chunk kernels)", &gc);
+    unsetenv("VKLA_LION_SHORT");
+}
+
 /* dq, dk and dv as column ranges of one fused gradient buffer (their rows interleave but never
  * share an element), and a caller scratch at an offset */
-static void fused_views_scratch(vkla_dtype dt, int normalize)
+static void fused_views_scratch(vkla_dtype dt, int normalize, int gates)
 {
     const uint32_t B = 1, T = 70, H = 2, K = 16, V = 8, F = 2 * K + V;
-    bcase c = {.B = B, .T = T, .H = H, .K = K, .V = V, .gates = G, .normalize = normalize,
+    bcase c = {.B = B, .T = T, .H = H, .K = K, .V = V, .gates = gates, .normalize = normalize,
                .dt = dt, .seed = 77};
     bdata d;
     make_data(&c, &d);
     ref_grads(&c, &d);
     uint64_t sq[4] = {B, T, H, K}, sv[4] = {B, T, H, V}, sg[3] = {B, T, H};
-    th_tensor q, k, v, dout, g;
+    th_tensor q, k, v, dout, g = {0};
     th_tensor_new(&q, c.dt, 4, sq, d.q);
     th_tensor_new(&k, c.dt, 4, sq, d.k);
     th_tensor_new(&v, c.dt, 4, sv, d.v);
     th_tensor_new(&dout, c.dt, 4, sv, d.dout);
-    th_tensor_new(&g, VKLA_DTYPE_F32, 3, sg, d.g);
+    if (d.g)
+        th_tensor_new(&g, VKLA_DTYPE_F32, 3, sg, d.g);
     const size_t rows = (size_t)B * T * H, es = vkla_dtype_size(dt);
     vkla_buffer *fb;
     assert_int_equal(vkla_buffer_create(th_ctx(), rows * F * es, &fb), VKLA_SUCCESS);
     vkla_lion_backward_args a = {0};
-    a.fwd.q = q.t; a.fwd.k = k.t; a.fwd.v = v.t; a.fwd.g = g.t;
+    a.fwd.q = q.t; a.fwd.k = k.t; a.fwd.v = v.t;
+    if (d.g)
+        a.fwd.g = g.t;
     a.fwd.normalize = normalize;
     a.dout = dout.t;
     uint64_t st[4] = {(uint64_t)T * H * F, (uint64_t)H * F, F, 1};
@@ -479,7 +535,8 @@ static void fused_views_scratch(vkla_dtype dt, int normalize)
     th_assert_close("fused dk", d.dk, o2, d.nq, th_target(d.dk, d.nq, c.dt));
     th_assert_close("fused dv", d.dv, o3, d.nv, th_target(d.dv, d.nv, c.dt));
     a.scratch_offset = 1024;
-    assert_int_equal(vkla_lion_backward_run(th_ctx(), &a), VKLA_ERROR_SCRATCH_TOO_SMALL);
+    if (need) /* none on the short path */
+        assert_int_equal(vkla_lion_backward_run(th_ctx(), &a), VKLA_ERROR_SCRATCH_TOO_SMALL);
     free(host); free(all); free(o1); free(o2); free(o3);
     vkla_buffer_destroy(th_ctx(), fb);
     vkla_buffer_destroy(th_ctx(), scr);
@@ -494,9 +551,14 @@ static void fused_views_scratch(vkla_dtype dt, int normalize)
 static void test_fused_views_scratch(void **state)
 {
     (void)state;
-    fused_views_scratch(VKLA_DTYPE_F16, 1);
-    fused_views_scratch(VKLA_DTYPE_F32, 0);
-    fused_views_scratch(VKLA_DTYPE_F32, 1);
+    fused_views_scratch(VKLA_DTYPE_F16, 1, G);
+    fused_views_scratch(VKLA_DTYPE_F32, 0, G);
+    fused_views_scratch(VKLA_DTYPE_F32, 1, G);
+    /* LION-LIT on the short-sequence path, which reads and writes the views directly */
+    setenv("VKLA_LION_SHORT", "1", 1);
+    fused_views_scratch(VKLA_DTYPE_F16, 1, 0);
+    fused_views_scratch(VKLA_DTYPE_F32, 0, 0);
+    unsetenv("VKLA_LION_SHORT");
 }
 
 static void expect(vkla_result got, vkla_result want, const char *what, const char *needle)
@@ -634,6 +696,7 @@ int main(void)
         cmocka_unit_test(test_partial_requests),
         cmocka_unit_test(test_gpu_blocks),
         cmocka_unit_test(test_fused_views_scratch),
+        cmocka_unit_test(test_short_path),
     };
     return cmocka_run_group_tests_name("lion_backward", tests, th_setup, th_teardown);
 }

@@ -212,6 +212,28 @@ def test_non_contiguous_and_other_float_gates_are_copied():
     assert qkv.grad.shape == qkv.shape and g.grad.dtype == torch.float64
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+def test_lion_permuted_views_are_read_in_place(normalize):
+    """q, k, v as [B, T, H, D] views of [H, B, T, D] blocks (as vkla.icl's models pass them):
+    read through their strides, o and the gradients come back in the same layout, and all of
+    them match the reference (LION-LIT at T = 21, K = V = 11: the short-sequence path)."""
+    rng = np.random.default_rng(98)
+    blocks = [torch.as_tensor(rng.uniform(0.05, 1.0, (3, 2, 21, 11)), dtype=torch.float32)
+              .requires_grad_() for _ in range(3)]
+    q, k, v = (b.permute(1, 2, 0, 3) for b in blocks)
+    assert not q.is_contiguous() and vt._dense(q) is q
+    o = vt.lion(q, k, v, scale=1.0, normalize=normalize)
+    assert o.stride() == v.stride()
+    r = [b.detach().double().permute(1, 2, 0, 3).contiguous().requires_grad_() for b in blocks]
+    ro = ref_lion(*r, scale=1.0, normalize=normalize)
+    assert_close("o", ro, o, "f32")
+    do = torch.as_tensor(rng.standard_normal(o.shape))
+    (o.double() * do).sum().backward()
+    (ro * do).sum().backward()
+    for name, b, rr in zip("qkv", blocks, r):
+        assert_close("d" + name, rr.grad, b.grad.permute(1, 2, 0, 3), "f32")
+
+
 def test_decode_steps_match_the_whole_sequence():
     d = make_inputs(98, 1, 12, 2, 16, 16, gates=("beta", "g"), unit_keys=True)
     t = {n: torch.as_tensor(x, dtype=torch.float32) for n, x in d.items()}

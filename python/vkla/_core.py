@@ -29,12 +29,15 @@ class VklaError(RuntimeError):
 
 
 class HostTensor:
-    """A contiguous block of host memory handed to an op: address, shape and vkla dtype.
+    """A block of host memory handed to an op: address, shape and vkla dtype, and optionally
+    strides (in elements; None = contiguous) of a dense layout that is a permutation of the
+    dimensions (the block is then uploaded whole and the op reads it through the strides).
     `keep` holds the object owning the memory for as long as the call needs it."""
-    __slots__ = ("ptr", "shape", "dtype", "keep")
+    __slots__ = ("ptr", "shape", "dtype", "keep", "strides")
 
-    def __init__(self, ptr, shape, dtype, keep):
+    def __init__(self, ptr, shape, dtype, keep, strides=None):
         self.ptr, self.shape, self.dtype, self.keep = ptr, tuple(int(s) for s in shape), dtype, keep
+        self.strides = None if strides is None else tuple(int(s) for s in strides)
 
     @property
     def nbytes(self):
@@ -171,7 +174,7 @@ class Context:
                 view.buffer, view.offset, view.dtype, view.ndim = buf, off, t.dtype, len(t.shape)
                 for i in range(_lib.MAX_DIMS):
                     view.shape[i] = t.shape[i] if i < len(t.shape) else 0
-                    view.strides[i] = 0
+                    view.strides[i] = t.strides[i] if t.strides and i < len(t.shape) else 0
             for (_, t), off in zip(inputs, offsets):
                 if t.nbytes:
                     _check(self._handle, _lib.lib.vkla_buffer_upload(self._handle, buf, off, t.ptr,

@@ -177,6 +177,8 @@ class Group(torch.nn.Module):
     def forward(self, es):
         """es: [H, B, T, d+1] (one batch per model) -> predictions [H, B]."""
         H = len(self.models)
+        if self.models[0].backend == "vkla":
+            return self._forward_vkla(es)
         es = list(es)
         for layer in range(self.layers):
             qkv = [m.qkv(e, layer) for m, e in zip(self.models, es)]
@@ -189,6 +191,27 @@ class Group(torch.nn.Module):
                 os_ = [attention_torch(*t) for t in qkv]
             es = [e + o for e, o in zip(es, os_)]
         return torch.stack([-e[:, -1, -1] for e in es])
+
+    def _forward_vkla(self, es):
+        """The models' tokens stay one [H, B, T, d+1] block: per layer, the projections are one
+        batched product over the models, and the LION call reads q, k, v and writes o as the
+        [B, T, H, d+1] permuted views of such blocks (no per-model slices, stacks or copies)."""
+        H, B, T, D = es.shape
+        mask = torch.ones(T, 1, dtype=es.dtype)
+        mask[-1] = 0
+        e = es.contiguous()
+        for layer in range(self.layers):
+            w = [m.weights(layer) for m in self.models]
+            P = torch.stack([p for p, _ in w]).to(torch.float32)
+            Q = torch.stack([q for _, q in w]).to(torch.float32)
+            ef = e.to(torch.float32)
+            rows = ef.view(H, B * T, D)
+            q = torch.bmm(rows, Q.transpose(1, 2)).view(H, B, T, D)
+            v = torch.bmm(rows, P.transpose(1, 2)).view(H, B, T, D)
+            k = ef * mask.to(torch.float32)
+            o = attention_vkla(*(t.permute(1, 2, 0, 3) for t in (q, k, v)), self.models[0].form)
+            e = e + o.permute(2, 0, 1, 3).to(e.dtype)
+        return -e[:, :, -1, -1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,43 +562,63 @@ def theory_check(opt):
     return out, worst
 
 
+def _timed(fn, reps):
+    """Median wall and process CPU time (every thread, the device's included on a CPU Vulkan
+    driver) of `reps` calls of fn after one warm-up call, in ms."""
+    wall, cpu = [], []
+    for r in range(reps + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    med = lambda xs: 1e3 * sorted(xs[1:])[len(xs[1:]) // 2]  # noqa: E731
+    return med(wall), med(cpu)
+
+
 def bench(opt):
-    """Time one training step (forward and backward) of an L-layer model at the given batch,
-    and the vkla LION calls alone at that shape (one forward and one backward per layer)."""
+    """Time one training step (forward and backward) of an L-layer model at the given batch
+    (the first of --models alone, and GD++, DIAG and FULL side by side as the table trains
+    them), and the vkla LION calls alone at that shape (one forward and one backward)."""
     from vkla.torch import lion
     d, n, B, reps = opt.d, opt.n, opt.batch, opt.steps
     noise = Noise.uniform(1)
     gen = torch.Generator().manual_seed(0)
     out = []
     for layers in opt.layers:
-        rec = {"layers": layers, "batch": B, "reps": reps}
+        rec = {"layers": layers, "batch": B, "reps": reps, "threads": torch.get_num_threads()}
         for backend in ("vkla", "torch"):
-            model = LSA(opt.models[0], layers, d, backend=backend, form=opt.form)
-            opt_ = torch.optim.Adam(model.parameters(), lr=1e-4)
-            times = []
-            for r in range(reps + 1):
-                t0 = time.perf_counter()
-                x, y, _ = sample(B, noise, gen, d, n)
-                loss = 0.5 * ((model(tokens(x, y)) - y[:, -1]) ** 2).mean()
-                opt_.zero_grad()
-                loss.backward()
-                opt_.step()
-                times.append(time.perf_counter() - t0)
-            rec["step_ms_" + backend] = 1e3 * sorted(times[1:])[len(times[1:]) // 2]
-        q, k, v = (torch.randn(B, n + 1, 1, d + 1, requires_grad=True) for _ in range(3))
-        fw, bw = [], []
-        for r in range(reps + 1):
-            t0 = time.perf_counter()
-            o = lion(q, k, v, scale=1.0, form=opt.form)
-            t1 = time.perf_counter()
-            o.backward(torch.ones_like(o))
-            fw.append(t1 - t0)
-            bw.append(time.perf_counter() - t1)
-        rec["lion_fwd_ms"] = 1e3 * sorted(fw[1:])[len(fw[1:]) // 2]
-        rec["lion_bwd_ms"] = 1e3 * sorted(bw[1:])[len(bw[1:]) // 2]
-        rec["attention_share"] = (layers * (rec["lion_fwd_ms"] + rec["lion_bwd_ms"])
-                                  / rec["step_ms_vkla"])
-        rec["steps_per_s"] = 1e3 / rec["step_ms_vkla"]
+            for name, params in (("step", opt.models[:1]), ("group3_step", MODELS)):
+                group = Group([LSA(p, layers, d, backend=backend, form=opt.form)
+                               for p in params])
+                adam = torch.optim.Adam(group.parameters(), lr=1e-4)
+
+                def step():
+                    data = [sample(B, noise, gen, d, n) for _ in params]
+                    pred = group(torch.stack([tokens(x, y) for x, y, _ in data]))
+                    target = torch.stack([y[:, -1] for _, y, _ in data])
+                    adam.zero_grad()
+                    (0.5 * ((pred - target) ** 2).mean(1).sum()).backward()
+                    adam.step()
+                w, c = _timed(step, reps)
+                rec["%s_ms_%s" % (name, backend)] = round(w, 1)
+                rec["%s_cpu_ms_%s" % (name, backend)] = round(c, 1)
+        for H in (1, 3):
+            q, k, v = (torch.randn(B, n + 1, H, d + 1, requires_grad=True) for _ in range(3))
+            keep = {}
+
+            def fwd():
+                keep["o"] = lion(q, k, v, scale=1.0, form=opt.form)
+
+            def bwd():
+                fwd()
+                keep["o"].backward(torch.ones_like(keep["o"]))
+            fw, fc = _timed(fwd, reps)
+            bw, bc = _timed(bwd, reps)
+            rec["lion_h%d_fwd_ms" % H], rec["lion_h%d_fwd_cpu_ms" % H] = round(fw, 1), round(fc, 1)
+            rec["lion_h%d_bwd_ms" % H] = round(bw - fw, 1)
+            rec["lion_h%d_bwd_cpu_ms" % H] = round(bc - fc, 1)
+        rec["steps_per_s"] = round(1e3 / rec["step_ms_vkla"], 2)
+        rec["group3_steps_per_s"] = round(1e3 / rec["group3_step_ms_vkla"], 2)
         out.append(rec)
         print(json.dumps(rec), flush=True)
     return out
@@ -626,6 +669,10 @@ def parse(argv=None):
     ap.add_argument("--report", metavar="JSONL", help="print the table of a results file")
     ap.add_argument("--plot", metavar="PNG", help="with --report: the plot")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="PyTorch intra-op threads for the host part (default 1: its operations "
+                         "are small here, and a thread pool contends with the CPU threads of a "
+                         "CPU Vulkan device such as lavapipe)")
     opt = ap.parse_args(argv)
     if opt.quick:
         opt.layers = [1]
@@ -645,8 +692,24 @@ def parse(argv=None):
     return opt
 
 
+def _keep_freed_memory():
+    """glibc serves blocks above 128 KiB to 32 MiB with fresh mmaps and returns them on free, so
+    every new multi-MB tensor (outputs, gradients) page-faults all its pages again: 45 ms for
+    5.6 MB on a loaded VM, against 0.07 ms for reused memory. Raise both thresholds."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)   # M_MMAP_THRESHOLD: its maximum
+        libc.mallopt(-1, 1 << 30)    # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv=None):
     opt = parse(argv)
+    if opt.threads > 0:
+        torch.set_num_threads(opt.threads)
+    _keep_freed_memory()
     if opt.report:
         print(report(opt.report, opt.plot))
         return 0

@@ -4,7 +4,8 @@ Each function is a torch.autograd.Function whose backward runs the op's backward
 Vulkan device. Tensors are CPU tensors; q, k, v share one dtype (float32, float16 or bfloat16,
 which is the storage dtype on the device) and o has it too. Gates, beta and states are computed
 in float32 (other float dtypes are cast, and their gradients cast back, by autograd). Tensors
-that are not contiguous are copied (`.contiguous()`) before the call. Final states are float32.
+that are not contiguous are copied (`.contiguous()`) before the call, except permuted views of
+a contiguous block (its last dimension contiguous), which vkla reads through their strides. Final states are float32.
 """
 import torch
 
@@ -38,6 +39,23 @@ def _tensor(fn, name, t):
     return t
 
 
+def _dense(t):
+    """t itself when its elements fill one block in some order of the dimensions with the last
+    one contiguous (a permuted view of a contiguous tensor: vkla reads it through its strides,
+    no copy), else a contiguous copy."""
+    if t.is_contiguous():
+        return t
+    if t.dim() and t.stride(-1) == 1 and all(st > 0 for st in t.stride()):
+        expect = 1
+        for size, st in sorted(zip(t.shape, t.stride()), key=lambda p: p[1]):
+            if size > 1 and st != expect:
+                break
+            expect *= size
+        else:
+            return t
+    return t.contiguous()
+
+
 def _qkv(fn, q, k, v):
     out = []
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -48,7 +66,7 @@ def _qkv(fn, q, k, v):
         if t.dtype != q.dtype:
             raise TypeError("vkla.torch.%s: q, k and v must share one dtype (q %s, %s %s)"
                             % (fn, q.dtype, name, t.dtype))
-        out.append(t.contiguous())
+        out.append(_dense(t))
     return out
 
 
@@ -74,7 +92,10 @@ def _seqlens(fn, cu_seqlens):
 
 
 def _host(t):
-    return None if t is None else HostTensor(t.data_ptr(), t.shape, _DTYPES[t.dtype], t)
+    if t is None:
+        return None
+    return HostTensor(t.data_ptr(), t.shape, _DTYPES[t.dtype], t,
+                      None if t.is_contiguous() else t.stride())
 
 
 class _Op(torch.autograd.Function):
@@ -89,7 +110,9 @@ class _Op(torch.autograd.Function):
         q, v = inputs["q"], inputs["v"]
         o_shape, ht_shape, zt_shape = _ops.output_shapes(spec, q, v, seqlens, "vkla.torch." + fn,
                                                          opts.get("normalize", False))
-        o = torch.empty(o_shape, dtype=q.dtype)
+        # o in v's layout (a permuted view stays one: no copies on either side)
+        o = (torch.empty_like(v) if tuple(o_shape) == tuple(v.shape) and v.dtype == q.dtype
+             else torch.empty(o_shape, dtype=q.dtype))
         outs = {"o": o}
         if want_state:
             outs["ht"] = torch.empty(ht_shape, dtype=torch.float32)
@@ -117,7 +140,7 @@ class _Op(torch.autograd.Function):
                 grads[name] = torch.empty_like(t)
         if not grads:
             return (None,) * (_Op._NONTENSOR + len(tensors))
-        dout = do.to(inputs["q"].dtype).contiguous()
+        dout = _dense(do.to(inputs["q"].dtype))
         dht = dht.float().contiguous() if (want_state and spec.causal and dht is not None) else None
         _ops.backward(spec, "vkla.torch." + fn, {n: _host(t) for n, t in inputs.items()},
                       _host(dout), _host(dht),
