@@ -336,11 +336,16 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
         states_only)
         goto done;
     vkla__compute_barrier(ctx, cmd);
-    uint32_t spec3[8] = {2 * p.C, p.K, p.V, p.H, p.flags, p.C, 1, 1};
-    snprintf(name, sizeof(name), "linear_attn/chunk_output.%s", vkla__la_dtype_suffix(p.dtype));
+    /* without gk: 64 threads per (block of 32 query rows, 64 value columns); with gk: 2C
+     * threads per 64 value columns (shaders/linear_attn/chunk_output*.comp) */
+    const bool gk = (p.flags & F_GK) != 0;
+    const uint32_t rows = gk || p.C < 32 ? p.C : 32;
+    uint32_t spec3[8] = {gk ? 2 * p.C : 64, p.K, p.V, p.H, p.flags, p.C, rows, 1};
+    snprintf(name, sizeof(name), "linear_attn/chunk_output%s.%s", gk ? "_gk" : "",
+             vkla__la_dtype_suffix(p.dtype));
     if ((r = vkla__get_pipeline(ctx, name, spec3, 8, B_COUNT, 0, &l.pipe)) != VKLA_SUCCESS)
         goto done;
-    l.grid_x = (p.V + 63) / 64;
+    l.grid_x = (p.C / rows) * ((p.V + 63) / 64);
     l.grid_z = VKLA_GRID_CHUNKS;
     /* intra-chunk (Q K^T) and its product with V', (Q e^G) S, the division by q.z */
     l.flops = z.H * ((z.cs.s2 + z.cs.s1) * (z.K + z.VP) + 2 * z.K * z.VP * z.tok +

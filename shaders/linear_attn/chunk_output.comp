@@ -1,185 +1,143 @@
 #version 450
-// Causal linear attention, chunk form, step 3 (parallel over all chunks): the output
-//   O = scale * ( (Q * e^G) S + ((Q K^T) . D) V ),  D_ij = e^(G_i - G_j) for j <= i,
-// with S the state entering the chunk (from step 2). With normalize the ones column gives the
-// denominator scale * q.z + eps. Decay exponents are selected only where j <= i (masked
-// entries take exponent 0 and are zeroed afterwards), never clamped: with log decays <= 0 every
-// exponent used is <= 0, and positive log decays give the exact growth of the recurrence
-// (overflowing to inf only where the result itself is not representable).
+// Causal linear attention, chunk form, step 3 without a per-channel gate (with gk:
+// chunk_output_gk.comp), parallel over all chunks: the output
+//   O = scale * ( (Q e^G) S + ((Q K^T) . D) V ),  D_ij = e^(G_i - G_j) for j <= i,
+// with S the state entering the chunk (from step 2). With normalize the denominator
+// scale * (q e^G) . z + scale * sum_j A_ij + eps comes from z (state column V) and the row
+// sums of the decayed scores. Decay exponents are selected only where j <= i (masked entries
+// take exponent 0 and are zeroed afterwards), never clamped: with log decays <= 0 every
+// exponent used is <= 0, and positive log decays give the exact growth of the recurrence.
 //
-// Workgroup of 2C threads = (C/4) x 8 for one (chunk, head, tile of 64 value columns). Thread
-// (ti, tj) owns a register block: rows 4ti..4ti+3, score columns CA*tj.. (CA = C/8) and value
-// columns 8tj..8tj+7. Tiles in shared memory are laid out so that each of those runs is one
-// or two vec4 reads: few, wide shared-memory reads per FMA is what decides speed on CPU
-// implementations (lavapipe) and it suits GPUs as well.
-//   phase A, over tiles of XT key channels: scores A = Q K^T (per-channel decay inside the sum
-//            when gk is given) and the inter-chunk term (Q e^G) S;
-//   phase B: A^T goes to shared memory and O += A V over half-chunk value tiles.
-// Grid: x = value tiles, y = heads, z = chunks. P0 = C (16, 32 or 64).
+// Workgroup of TC = 64 threads for one (chunk, head, block of R query rows, tile of 64 value
+// columns); thread j owns value column j of the tile and key token j of the scores. Every
+// loop is unrolled at compile time and nothing branches around a read: on lavapipe a read
+// inside a loop or a branch is done lane by lane even at one address for all threads, while
+// in straight-line code a read at one address is a single load and broadcast (GPUs serve such
+// reads as shared-memory broadcasts anyway). Fewer branches also keep the compile short.
+//   phase 1, over key channels x: thread j adds q_i[x] S[x][j] and q_i[x] k_j[x] for the R
+//            rows i of the block (state and keys read straight from memory, the query rows
+//            from shared memory as vec4 broadcasts);
+//   phase 2: the decayed, masked scores go to shared memory; over tokens s, thread j adds
+//            A[i][s] v_s[j].
+// Each step costs one or two per-thread reads and R/4 broadcast vec4 reads per R or 2R FMAs.
+// Grid: x = row blocks * column tiles, y = heads, z = chunks. P0 = C (16, 32 or 64), P1 = R
+// (a multiple of 4 dividing C).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 const uint C = P0;
-const uint NT = 2u * C;   // threads
-const uint TC = 64u;      // value columns per workgroup
-const uint XT = 16u;      // key channels per phase-A tile
-const uint CA = C / 8u;   // score columns per thread
+const uint R = P1;
+const uint TC = 64u;   // threads = value columns per workgroup (>= C)
+const uint KP = (K + TC - 1u) / TC * TC;   // K padded to whole thread rows
 
-// phase A (vec4 units): q and k tiles [XT][C], per-channel cumulative decay [XT][C],
-// state tile [XT][TC], z [XT]
-const uint Q4 = 0u, K4 = XT * C / 4u, G4 = 2u * XT * C / 4u, S4 = 3u * XT * C / 4u;
-const uint Z4 = S4 + XT * TC / 4u;
-const uint SIZE_A = Z4 + XT / 4u;
-// phase B: scores transposed [C][C] (A^T[j][i]) and half a chunk of values [C/2][TC]
-const uint V4 = C * C / 4u;
-const uint SIZE_B = V4 + (C / 2u) * TC / 4u;
-shared vec4 sm[SIZE_A > SIZE_B ? SIZE_A : SIZE_B];
-shared float s_gs[C];
-
-void put(uint e, float x) { sm[e >> 2u][e & 3u] = x; }
-float get(uint e) { return sm[e >> 2u][e & 3u]; }
+// [x][r] query rows of the block (phase 1), then [s][r] decayed masked scores (phase 2)
+shared vec4 s_m[(KP > C ? KP : C) * R / 4u];
+shared float s_g[TC];   // log decay of each token, then its in-chunk cumulative sum
+shared float s_z[NORMALIZE ? KP : 1u];
 
 void main()
 {
     const uint lid = gl_LocalInvocationID.x;
-    const uint ti = lid / 8u, tj = lid % 8u;
+    const uint ntc = (V + TC - 1u) / TC;
+    const uint rb = gl_WorkGroupID.x / ntc, ct = gl_WorkGroupID.x % ntc;
     const uint h = pc.h_begin + gl_WorkGroupID.y;
     const uint c = pc.c_begin + gl_WorkGroupID.z;
-    const uint col0 = gl_WorkGroupID.x * TC;
     uint s, local0, b, t0, len;
     chunk_info(c, C, s, local0);
     seq_info(s, b, t0, len);
     const uint L = min(C, len - local0);
     const uint tb = t0 + local0;
+    const uint i0 = rb * R;
+    const uint col = ct * TC + lid;
+    // Reads past the chunk, V or K are clamped to the last valid token, column or channel
+    // instead of branched around: what they feed is masked (scores of key tokens >= L) or
+    // never stored (rows >= L, columns >= V), and straight-line code without branches is
+    // what lavapipe compiles and runs fastest.
+    const uint colc = min(col, V - 1u);
     const uint sbase = pc.st_base + (h * pc.nchunks + c) * K * VP;
 
-    for (uint t = lid; t < C; t += NT)
-        s_gs[t] = t < L ? log_decay_scalar(b, tb + t, h) : 0.0;
+    s_g[lid] = lid < L ? log_decay_scalar(b, tb + lid, h) : 0.0;
+    // query rows of the block: thread x copies channels x, x + TC, ... of each row
+    [[unroll]] for (uint r = 0; r < R; r++) {
+        const uint qrow = pc.q_base + b * pc.q_sb + (tb + min(i0 + r, L - 1u)) * pc.q_st + h * pc.q_sh;
+        [[unroll]] for (uint x0 = 0; x0 < K; x0 += TC) {
+            const uint x = x0 + lid;
+            s_m[(x * R + r) >> 2u][r & 3u] = LOADE(q_buf[qrow + min(x, K - 1u)]);
+        }
+    }
+    if (NORMALIZE) {
+        [[unroll]] for (uint x0 = 0; x0 < K; x0 += TC)
+            s_z[x0 + lid] = state_buf[sbase + min(x0 + lid, K - 1u) * VP + V];
+    }
     barrier();
-    if (lid == 0u)
-        for (uint t = 1u; t < L; t++)
-            s_gs[t] += s_gs[t - 1u];
-
-    const uvec4 rows = uvec4(4u * ti) + uvec4(0u, 1u, 2u, 3u);
-    vec4 A[CA];       // A[x][a]: row 4ti+a, score column CA*tj+x
-    vec4 O[8];        // O[x][a]: row 4ti+a, value column 8tj+x
-    vec4 dn = vec4(0.0);
-    [[unroll]] for (uint x = 0; x < CA; x++) A[x] = vec4(0.0);
-    [[unroll]] for (uint x = 0; x < 8u; x++) O[x] = vec4(0.0);
-
-    for (uint x0 = 0; x0 < K; x0 += XT) {
-        barrier();
-        for (uint e = lid; e < C * XT; e += NT) {
-            const uint t = e % C, xx = e / C;
-            const bool ok = t < L && x0 + xx < K;
-            put(Q4 * 4u + e, ok ? load_q(b, tb + t, h, x0 + xx) : 0.0);
-            put(K4 * 4u + e, ok ? load_k(b, tb + t, h, x0 + xx) : 0.0);
-        }
-        for (uint e = lid; e < XT * TC; e += NT) {
-            const uint xx = e / TC, cc = col0 + e % TC;
-            put(S4 * 4u + e, (x0 + xx < K && cc < V) ? state_buf[sbase + (x0 + xx) * VP + cc] : 0.0);
-        }
-        if (NORMALIZE && lid < XT)
-            put(Z4 * 4u + lid, x0 + lid < K ? state_buf[sbase + (x0 + lid) * VP + V] : 0.0);
-        if (HAS_GK && lid < XT) {
-            float run = 0.0;
-            for (uint t = 0; t < C; t++) {
-                if (t < L && x0 + lid < K)
-                    run += log_decay_channel(b, tb + t, h, x0 + lid);
-                put(G4 * 4u + lid * C + t, s_gs[t] + run);
-            }
-        }
-        barrier();
-
-        for (uint xx = 0; xx < XT; xx++) {
-            const vec4 qi = sm[Q4 + (xx * C) / 4u + ti];
-            const vec4 gi = HAS_GK ? sm[G4 + (xx * C) / 4u + ti] : vec4(0.0);
-            const vec4 qe = HAS_GK ? qi * exp(gi) : qi;
-            float kj[CA], gj[CA];
-            if (CA >= 4u) {
-                [[unroll]] for (uint x = 0; x < CA; x += 4u) {
-                    const vec4 k4 = sm[K4 + (xx * C + CA * tj + x) / 4u];
-                    const vec4 g4 = HAS_GK ? sm[G4 + (xx * C + CA * tj + x) / 4u] : vec4(0.0);
-                    [[unroll]] for (uint y = 0; y < 4u; y++) { kj[x + y] = k4[y]; gj[x + y] = g4[y]; }
-                }
-            } else {
-                [[unroll]] for (uint x = 0; x < CA; x++) {
-                    kj[x] = get(K4 * 4u + xx * C + CA * tj + x);
-                    gj[x] = HAS_GK ? get(G4 * 4u + xx * C + CA * tj + x) : 0.0;
-                }
-            }
-            const vec4 s0 = sm[S4 + (xx * TC) / 4u + 2u * tj];
-            const vec4 s1 = sm[S4 + (xx * TC) / 4u + 2u * tj + 1u];
-            [[unroll]] for (uint x = 0; x < CA; x++) {
-                if (HAS_GK) {
-                    const bvec4 lower = lessThanEqual(uvec4(CA * tj + x), rows);
-                    A[x] += qi * kj[x] * exp(mix(vec4(0.0), gi - gj[x], lower));
-                } else {
-                    A[x] += qi * kj[x];
-                }
-            }
-            [[unroll]] for (uint x = 0; x < 4u; x++) {
-                O[x] += qe * s0[x];
-                O[x + 4u] += qe * s1[x];
-            }
-            if (NORMALIZE)
-                dn += qe * get(Z4 * 4u + xx);
-        }
+    // in-chunk cumulative log decay of token lid
+    float gs = 0.0, run = 0.0;
+    [[unroll]] for (uint t = 0; t < C; t++) {
+        run += s_g[t];
+        gs = t == lid ? run : gs;
     }
 
-    // scalar decays factor out of the channel sums; A^T to shared memory, masked to j <= i
-    // inside the chunk
-    barrier();
-    const vec4 gsi = vec4(s_gs[4u * ti], s_gs[4u * ti + 1u], s_gs[4u * ti + 2u], s_gs[4u * ti + 3u]);
-    if (!HAS_GK) {
-        const vec4 ei = exp(gsi);
-        [[unroll]] for (uint x = 0; x < 8u; x++) O[x] *= ei;
-        dn *= ei;
+    // phase 1: thread j reads state column j and the keys of token j straight from memory
+    const uint krow = pc.k_base + b * pc.k_sb + (tb + min(lid, L - 1u)) * pc.k_st + h * pc.k_sh;
+    float O[R], A[R], dn[R];
+    [[unroll]] for (uint r = 0; r < R; r++) {
+        O[r] = 0.0;
+        A[r] = 0.0;
+        dn[r] = 0.0;
     }
-    [[unroll]] for (uint x = 0; x < CA; x++) {
-        const uint j = CA * tj + x;
-        vec4 v = A[x];
-        const bvec4 keep = bvec4(j <= 4u * ti && j < L, j <= 4u * ti + 1u && j < L,
-                                 j <= 4u * ti + 2u && j < L, j <= 4u * ti + 3u && j < L);
-        if (!HAS_GK)
-            v *= exp(mix(vec4(0.0), gsi - s_gs[j], keep));
-        sm[(j * C) / 4u + ti] = mix(vec4(0.0), v, keep);
-    }
-
-    for (uint v0 = 0; v0 < L; v0 += C / 2u) {
-        barrier();
-        for (uint e = lid; e < (C / 2u) * TC; e += NT) {
-            const uint t = v0 + e / TC, cc = col0 + e % TC;
-            put(V4 * 4u + e, (t < L && cc < V) ? load_v(b, tb + t, h, cc) : 0.0);
-        }
-        barrier();
-        const uint tn = min(C / 2u, L - v0);
-        for (uint t = 0; t < tn; t++) {
-            const vec4 av = sm[((v0 + t) * C) / 4u + ti];
-            const vec4 w0 = sm[V4 + (t * TC) / 4u + 2u * tj];
-            const vec4 w1 = sm[V4 + (t * TC) / 4u + 2u * tj + 1u];
-            [[unroll]] for (uint x = 0; x < 4u; x++) {
-                O[x] += av * w0[x];
-                O[x + 4u] += av * w1[x];
-            }
-            if (NORMALIZE)
-                dn += av;
-        }
-    }
-
-    [[unroll]] for (uint a = 0; a < 4u; a++) {
-        const uint i = 4u * ti + a;
-        if (i >= L)
-            continue;
-        [[unroll]] for (uint x = 0; x < 8u; x++) {
-            const uint col = col0 + 8u * tj + x;
-            if (col < V) {
-                float y = pc.scale * O[x][a];
+    [[unroll]] for (uint x = 0; x < K; x++) {
+        const float sv = state_buf[sbase + x * VP + colc];
+        const float kv = LOADE(k_buf[krow + x]);
+        const float zx = NORMALIZE ? s_z[x] : 0.0;
+        [[unroll]] for (uint r4 = 0; r4 < R; r4 += 4u) {
+            const vec4 q4 = s_m[(x * R + r4) / 4u];
+            [[unroll]] for (uint y = 0; y < 4u; y++) {
+                O[r4 + y] += q4[y] * sv;
+                A[r4 + y] += q4[y] * kv;
                 if (NORMALIZE)
-                    y /= pc.scale * dn[a] + pc.eps;
-                store_o(b, tb + i, h, col, y);
+                    dn[r4 + y] += q4[y] * zx;
             }
+        }
+    }
+    barrier();
+    s_g[lid] = gs;
+    barrier();
+
+    // decayed scores of key token lid; the inter-chunk term decays by e^(G_i)
+    [[unroll]] for (uint r = 0; r < R; r++) {
+        const float gi = s_g[i0 + r];
+        const bool keep = lid <= i0 + r && lid < L;
+        const float a = A[r] * exp(keep ? gi - gs : 0.0);
+        if (lid < C)
+            s_m[(lid * R + r) >> 2u][r & 3u] = keep ? a : 0.0;
+        const float ei = exp(gi);
+        O[r] *= ei;
+        dn[r] *= ei;
+    }
+    barrier();
+
+    // phase 2: values of token t at column j straight from memory
+    const uint vcol = pc.v_base + b * pc.v_sb + tb * pc.v_st + h * pc.v_sh + colc;
+    [[unroll]] for (uint t = 0; t < C; t++) {
+        const float w = LOADE(v_buf[vcol + min(t, L - 1u) * pc.v_st]);
+        [[unroll]] for (uint r4 = 0; r4 < R; r4 += 4u) {
+            const vec4 a4 = s_m[(t * R + r4) / 4u];
+            [[unroll]] for (uint y = 0; y < 4u; y++) {
+                O[r4 + y] += a4[y] * w;
+                if (NORMALIZE)
+                    dn[r4 + y] += a4[y];
+            }
+        }
+    }
+
+    [[unroll]] for (uint r = 0; r < R; r++) {
+        const uint i = i0 + r;
+        if (i < L && col < V) {
+            float y = pc.scale * O[r];
+            if (NORMALIZE)
+                y /= pc.scale * dn[r] + pc.eps;
+            store_o(b, tb + i, h, col, y);
         }
     }
 }
