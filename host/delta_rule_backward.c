@@ -113,7 +113,8 @@ static vkla_result make_plan(vkla_context *ctx, const vkla_delta_rule_backward_a
      * together): the per-chunk kernels spread the elements of each step (at most `most`,
      * each a loop of at most 64 iterations) over enough workgroups of 64 threads to keep an
      * invocation near 4096 iterations per loop, and bwd_scan walks a sequence in passes of
-     * nper chunks. */
+     * nper chunks. With one workgroup (most <= 4096), bwd_grad's four steps share one
+     * invocation: a few thousand iterations in all. */
     uint64_t most = (uint64_t)p->C * (4 * p->K4 > p->C ? 4 * p->K4 : p->C);
     if ((uint64_t)p->K * p->V4 > most)
         most = (uint64_t)p->K * p->V4;
@@ -289,12 +290,18 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
             goto done;
         l.grid_x = kernels[i].grid_x;
         l.grid_z = kernels[i].z;
-        for (uint32_t k = 0; k < kernels[i].steps; k++) {
+        /* with one workgroup per chunk, bwd_grad runs its four steps in one dispatch (step 4) */
+        const int merged = i == 2 && bp.groups == 1;
+        for (uint32_t k = 0; k < (merged ? 1 : kernels[i].steps); k++) {
             vkla__compute_barrier(ctx, cmd);
-            l.push[W_FLAGS] = flags | k << 16;
+            l.push[W_FLAGS] = flags | (merged ? 4 : k) << 16;
             const double(*m)[2] = model[i], share = i == 1 ? kernels[i].steps : 1;
             l.flops = m[i == 1 ? 0 : k][0] / share;
             l.bytes = m[i == 1 ? 0 : k][1] / share;
+            for (uint32_t s = 1; merged && s < kernels[i].steps; s++) {
+                l.flops += m[s][0];
+                l.bytes += m[s][1];
+            }
             if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, bsplits, nbsplit, &l)) != VKLA_SUCCESS)
                 goto done;
         }

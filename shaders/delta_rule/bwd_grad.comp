@@ -13,7 +13,9 @@
 //   dg = the reverse cumulative sum of dG inside the chunk (summed as in step 3)
 // With l2norm, dq = (dQ - q (q.dQ)) / |q| (likewise dk), q the normalized query.
 // Intermediates live in the chunk's backward record. Four dispatches (BWD_STEP 0 to 3), each
-// spreading its elements over the chunk's workgroups (grid x) and their threads:
+// spreading its elements over the chunk's workgroups (grid x) and their threads, or, with one
+// workgroup per chunk, one dispatch (BWD_STEP 4) doing the four in turn with a barrier between
+// them (nothing crosses workgroups then; it saves three launches and table loads):
 //   0: D, F, E1, MW (and QK . dM), partial sums of <S, dSn>
 //   1: E2, PW (and KK . dA), dv
 //   2: dQ, dK, and per token dbeta and the terms of dg
@@ -255,8 +257,9 @@ void main()
     const float gl = s_g[L - 1u];
 
     const uint step = BWD_STEP;
-    const uint brv = br / 4u; // the record in vec4 units
-    if (step == 0u) {
+    const bool all = step == 4u; // one workgroup per chunk: every step in this dispatch
+    const uint brv = br / 4u;    // the record in vec4 units
+    if (step == 0u || all) {
     // D, F, E1, MW (and QK . dM), <S, dSn>; rows are read as vec4s (zero padded)
     // D = T^T dV', 8 rows x 4 value column groups per element (each load feeds 8 to 32
     // multiply-adds); row i of T at columns j0.. is two vec4s, zero above the diagonal
@@ -302,10 +305,13 @@ void main()
             acc += s_red[m];
         bwd_buf[br + 4u * R_RED + gl_WorkGroupID.x] = acc;
     }
-    return;
+    if (!all)
+        return;
+    memoryBarrierBuffer(); // the step's records, read by the next one
+    barrier();
     }
 
-    if (step == 1u) {
+    if (step == 1u || all) {
     // E2, PW (and KK . dA), dv
     // E2 in 4 x 4 blocks
     [[dont_unroll]] for (uint e = elem0(); e < C4 * K4; e += elem_step()) {
@@ -333,10 +339,13 @@ void main()
         const uint j = e / V4;
         bwd4_buf[brv + R_DV + e] = j < L ? s_b[j] * bwd4_buf[brv + R_D + e] : vec4(0.0);
     }
-    return;
+    if (!all)
+        return;
+    memoryBarrierBuffer(); // the step's records, read by the next one
+    barrier();
     }
 
-    if (step == 2u) {
+    if (step == 2u || all) {
     // dQ, dK (of the normalized q, k), the key tiles spread over the chunk's workgroups
     tok_products(lid, b, tb, hq, L, brv);
     [[dont_unroll]] for (uint i = elem0(); i < C; i += elem_step()) {
@@ -365,7 +374,10 @@ void main()
         bwd_buf[di + 1u] = dG;
         bwd_buf[di + 2u] = r;
     }
-    return;
+    if (!all)
+        return;
+    memoryBarrierBuffer(); // the step's records, read by the next one
+    barrier();
     }
 
     // step 3: dg_t = sum_{i >= t} dG_i of the gradient w.r.t. the cumulative gate G. The terms
