@@ -311,14 +311,22 @@ vkla_result vkla__dr_prep_scan(vkla_context *ctx, VkCommandBuffer cmd, const vkl
 
 /* states_only: the chunk form's WY transform and state pass alone (o is not written; ht is),
  * which a backward pass split along T runs to find the state entering each piece. */
+/* The args of the state pass alone: the chunk form (whose state pass it is), o unused (bound
+ * to v so the plan's checks see a valid view; it is not written). */
+static vkla_delta_rule_args states_args(const vkla_delta_rule_args *a)
+{
+    vkla_delta_rule_args sa = *a;
+    sa.form = VKLA_FORM_CHUNK;
+    sa.o = sa.v;
+    return sa;
+}
+
 static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_delta_rule_args *a,
                           bool run_mode, bool states_only)
 {
     vkla_delta_rule_args sa;
     if (states_only) {
-        sa = *a;
-        sa.form = VKLA_FORM_CHUNK;
-        sa.o = sa.v;
+        sa = states_args(a);
         a = &sa;
     }
     vkla_dr_plan p;
@@ -413,9 +421,7 @@ static vkla_result op_record(vkla_context *ctx, VkCommandBuffer cmd, const void 
 
 static vkla_result states_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)
 {
-    vkla_delta_rule_args sa = *(const vkla_delta_rule_args *)args;
-    sa.form = VKLA_FORM_CHUNK;
-    sa.o = sa.v;
+    vkla_delta_rule_args sa = states_args((const vkla_delta_rule_args *)args);
     return op_scratch(ctx, &sa, bytes);
 }
 

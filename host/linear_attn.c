@@ -266,6 +266,16 @@ vkla_result vkla__la_record_states(vkla_context *ctx, VkCommandBuffer cmd, const
     return vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, &l);
 }
 
+/* The args of the state pass alone: the chunk form (whose state pass it is), o unused (bound
+ * to v so the plan's checks see a valid view; it is not written). */
+static vkla_linear_attn_args states_args(const vkla_linear_attn_args *a)
+{
+    vkla_linear_attn_args sa = *a;
+    sa.form = VKLA_FORM_CHUNK;
+    sa.o = sa.v;
+    return sa;
+}
+
 /* states_only: the chunk form's state pass alone (o is not written; ht and zt are), which a
  * backward pass split along T runs to find the state entering each piece. */
 static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_linear_attn_args *a,
@@ -273,9 +283,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
 {
     vkla_linear_attn_args sa;
     if (states_only) {
-        sa = *a;
-        sa.form = VKLA_FORM_CHUNK;
-        sa.o = sa.v;
+        sa = states_args(a);
         a = &sa;
     }
     vkla_la_plan p;
@@ -379,9 +387,7 @@ static vkla_result op_record(vkla_context *ctx, VkCommandBuffer cmd, const void 
 
 static vkla_result states_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)
 {
-    vkla_linear_attn_args sa = *(const vkla_linear_attn_args *)args;
-    sa.form = VKLA_FORM_CHUNK;
-    sa.o = sa.v;
+    vkla_linear_attn_args sa = states_args((const vkla_linear_attn_args *)args);
     return op_scratch(ctx, &sa, bytes);
 }
 
