@@ -135,6 +135,13 @@ class LSA(torch.nn.Module):
             self.P, self.Q = init(layers, d + 1, d + 1), init(layers, d + 1, d + 1)
         else:   # DIAG: (p_x, p_y), (q_x, q_y); GD++: q_y = 0
             self.p, self.q = init(layers, 2), init(layers, 2 if param == "DIAG" else 1)
+            if param == "DIAG":
+                # DIAG starts where GD++ starts (q_y = 0) and learns q_y from there. With a
+                # random q_y the y-y term scales the y components by about 1 + q_y p_y
+                # sum_j y_j^2 per layer (sum_j y_j^2 ~ n (d + sigma^2) > 200), and a 4-layer
+                # stack started there trains to a loss about 10x GD++'s with spikes up to 1e15.
+                with torch.no_grad():
+                    self.q[:, 1] = 0
 
     def weights(self, layer):
         """(P, Q) of one layer as (d+1) x (d+1) matrices."""
@@ -146,6 +153,19 @@ class LSA(torch.nn.Module):
             y = pair[1:2] if pair.numel() > 1 else pair.new_zeros(1)
             return torch.diag(torch.cat([pair[0:1].expand(d), y]))
         return diag(self.p[layer]), diag(self.q[layer])
+
+    def project(self, e, layer):
+        """(q, v) = (e Q^T, e P^T) for tokens e [..., d+1] in e's dtype: a diagonal P or Q is an
+        elementwise product, a full one F.linear (this PyTorch's BLAS is slow at K = 11)."""
+        d = self.d
+        if self.param == "FULL":
+            P, Q = self.P[layer].to(e.dtype), self.Q[layer].to(e.dtype)
+            return torch.nn.functional.linear(e, Q), torch.nn.functional.linear(e, P)
+
+        def vec(pair):
+            y = pair[1:2] if pair.numel() > 1 else pair.new_zeros(1)
+            return torch.cat([pair[0:1].expand(d), y]).to(e.dtype)
+        return e * vec(self.q[layer]), e * vec(self.p[layer])
 
     def qkv(self, e, layer):
         P, Q = self.weights(layer)
@@ -201,13 +221,10 @@ class Group(torch.nn.Module):
         mask[-1] = 0
         e = es.contiguous()
         for layer in range(self.layers):
-            w = [m.weights(layer) for m in self.models]
-            P = torch.stack([p for p, _ in w]).to(torch.float32)
-            Q = torch.stack([q for _, q in w]).to(torch.float32)
             ef = e.to(torch.float32)
-            rows = ef.view(H, B * T, D)
-            q = torch.bmm(rows, Q.transpose(1, 2)).view(H, B, T, D)
-            v = torch.bmm(rows, P.transpose(1, 2)).view(H, B, T, D)
+            qv = [m.project(ef[h], layer) for h, m in enumerate(self.models)]
+            q = torch.stack([t[0] for t in qv])
+            v = torch.stack([t[1] for t in qv])
             k = ef * mask.to(torch.float32)
             o = attention_vkla(*(t.permute(1, 2, 0, 3) for t in (q, k, v)), self.models[0].form)
             e = e + o.permute(2, 0, 1, 3).to(e.dtype)
@@ -423,60 +440,101 @@ def _write(path, rec):
     print(line, flush=True)
 
 
-def run_table(opt):
-    d, n = opt.d, opt.n
-    done = {_key(r) for r in load_results(opt.out)}
-    noises = [Noise(s) for s in opt.noise] + [Noise.uniform(s) for s in opt.sigma_max]
+def _baseline_records(opt, noise, todo):
+    """Tune (on their own sequences), evaluate and describe the baselines in todo."""
+    d, n, t0 = opt.d, opt.n, time.time()
     progress = not opt.no_progress
+    tuned = (tune_baselines(noise, opt.tune_sequences, opt.eval_batch, d, n)
+             if {"ConstRR", "TunedRR"} & set(todo) else None)
+    preds, info = baseline_predictors(noise, tuned, d, n)
+    preds = {k: v for k, v in preds.items() if k in todo}
+    losses, oracle = evaluate(preds, noise, opt.eval_sequences, opt.eval_batch, d, n,
+                              progress, "baselines %s" % noise.name)
+    info.update(tuned or {})
+    return [dict(model=b, layers=0, noise=noise.name, sigma_max=noise.sigma_max,
+                 eval_sequences=opt.eval_sequences, loss=losses[b],
+                 adjusted_loss=losses[b] - oracle, oracle_loss=oracle, steps=0, seed=None,
+                 params=info.get(b), seconds=round(time.time() - t0, 2)) for b in todo]
+
+
+def _trained_records(opt, noise, layers, seed, todo):
+    """Train the models in todo (one depth and seed, side by side: one vkla call per layer and
+    direction for all of them), evaluate them, and describe them."""
+    d, n, t0 = opt.d, opt.n, time.time()
+    progress = not opt.no_progress
+    models = [LSA(m, layers, d, seed=seed, backend=opt.backend, form=opt.form) for m in todo]
+    hist = train(models, [noise] * len(models), opt.steps, opt.batch, opt.lr, seed,
+                 clip=opt.clip, d=d, n=n, progress=progress,
+                 desc="L=%d %s seed %d" % (layers, noise.name, seed))
+    t_train = time.time() - t0
+    losses, oracle = evaluate({}, noise, opt.eval_sequences, opt.eval_batch, d, n, progress,
+                              "eval L=%d %s" % (layers, noise.name), group=Group(models))
+    out = []
+    for i, m in enumerate(todo):
+        final = [h[i] for h in hist[-max(1, len(hist) // 20):]]
+        out.append(dict(model=m, layers=layers, noise=noise.name, sigma_max=noise.sigma_max,
+                        eval_sequences=opt.eval_sequences, loss=losses[i],
+                        adjusted_loss=losses[i] - oracle, oracle_loss=oracle, steps=opt.steps,
+                        seed=seed, batch=opt.batch, lr=opt.lr, clip=opt.clip,
+                        schedule="warmup %d, cosine to 0" % max(1, opt.steps // 20),
+                        train_loss_end=sum(final) / len(final), backend=opt.backend,
+                        models_per_call=len(models), train_seconds=round(t_train, 1),
+                        seconds=round(time.time() - t0, 1)))
+    return out
+
+
+def _run_task(opt, task):
+    """One unit of a table run (also the body of a --jobs worker process)."""
+    if task[0] == "baselines":
+        return _baseline_records(opt, Noise(task[1]), task[2])
+    return _trained_records(opt, Noise(task[1]), *task[2:])
+
+
+def _worker_init(threads):
+    if threads > 0:
+        torch.set_num_threads(threads)
+    _keep_freed_memory()
+
+
+def table_tasks(opt, done):
+    """What a table run still has to do, given the keys of the records it already holds:
+    ("baselines", noise, [names]) and ("train", noise, layers, seed, [models])."""
+    noises = [Noise(s) for s in opt.noise] + [Noise.uniform(s) for s in opt.sigma_max]
+    tasks = []
     for noise in noises:
-        common = dict(noise=noise.name, sigma_max=noise.sigma_max,
-                      eval_sequences=opt.eval_sequences)
-        # baselines
         todo_b = [b for b in opt.baselines if (b, 0, noise.name, None, 0) not in done]
         if todo_b:
-            t0 = time.time()
-            tuned = (tune_baselines(noise, opt.tune_sequences, opt.eval_batch, d, n)
-                     if {"ConstRR", "TunedRR"} & set(todo_b) else None)
-            preds, info = baseline_predictors(noise, tuned, d, n)
-            preds = {k: v for k, v in preds.items() if k in todo_b}
-            losses, oracle = evaluate(preds, noise, opt.eval_sequences, opt.eval_batch, d, n,
-                                      progress, "baselines %s" % noise.name)
-            info.update(tuned or {})
-            for b in todo_b:
-                rec = dict(model=b, layers=0, **common, loss=losses[b],
-                           adjusted_loss=losses[b] - oracle, oracle_loss=oracle, steps=0,
-                           seed=None, params=info.get(b), seconds=round(time.time() - t0, 2))
-                _write(opt.out, rec)
-                done.add(_key(rec))
-        # trained models: those of one depth and seed train together (one vkla call per layer)
+            tasks.append(("baselines", noise.name, todo_b))
         for layers in opt.layers:
             for seed in opt.seeds:
                 todo = [m for m in opt.models
                         if (m, layers, noise.name, seed, opt.steps) not in done]
-                if not todo:
-                    continue
-                t0 = time.time()
-                models = [LSA(m, layers, d, seed=seed, backend=opt.backend, form=opt.form)
-                          for m in todo]
-                hist = train(models, [noise] * len(models), opt.steps, opt.batch,
-                             opt.lr, seed, clip=opt.clip, d=d, n=n, progress=progress,
-                             desc="L=%d %s seed %d" % (layers, noise.name, seed))
-                t_train = time.time() - t0
-                losses, oracle = evaluate({}, noise, opt.eval_sequences, opt.eval_batch, d, n,
-                                          progress, "eval L=%d %s" % (layers, noise.name),
-                                          group=Group(models))
-                for i, m in enumerate(todo):
-                    final = [h[i] for h in hist[-max(1, len(hist) // 20):]]
-                    rec = dict(model=m, layers=layers, **common, loss=losses[i],
-                               adjusted_loss=losses[i] - oracle, oracle_loss=oracle,
-                               steps=opt.steps, seed=seed, batch=opt.batch, lr=opt.lr,
-                               schedule="warmup %d, cosine to 0" % max(1, opt.steps // 20),
-                               train_loss_end=sum(final) / len(final),
-                               backend=opt.backend, models_per_call=len(models),
-                               train_seconds=round(t_train, 1),
-                               seconds=round(time.time() - t0, 1))
-                    _write(opt.out, rec)
-                    done.add(_key(rec))
+                if todo:
+                    tasks.append(("train", noise.name, layers, seed, todo))
+    return tasks
+
+
+def run_table(opt):
+    """Every missing record of the table, written as each task finishes. With --jobs N > 1 the
+    tasks run in N worker processes (each its own vkla context), deepest models first."""
+    done = {_key(r) for r in load_results(opt.out)}
+    tasks = table_tasks(opt, done)
+    if opt.jobs <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            for rec in _run_task(opt, task):
+                _write(opt.out, rec)
+        return
+    import concurrent.futures
+    import multiprocessing
+    tasks.sort(key=lambda t: -(t[2] * len(t[4]) if t[0] == "train" else 0))
+    ctx = multiprocessing.get_context("spawn")   # no Vulkan or thread state crosses a fork
+    with concurrent.futures.ProcessPoolExecutor(opt.jobs, mp_context=ctx,
+                                                initializer=_worker_init,
+                                                initargs=(opt.threads,)) as pool:
+        futures = [pool.submit(_run_task, opt, t) for t in tasks]
+        for fut in concurrent.futures.as_completed(futures):
+            for rec in fut.result():
+                _write(opt.out, rec)
 
 
 def report(path, plot=None):
@@ -669,6 +727,9 @@ def parse(argv=None):
     ap.add_argument("--report", metavar="JSONL", help="print the table of a results file")
     ap.add_argument("--plot", metavar="PNG", help="with --report: the plot")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="run the table's trainings in this many worker processes (a CPU "
+                         "device such as lavapipe leaves cores idle while the host part runs)")
     ap.add_argument("--threads", type=int, default=1,
                     help="PyTorch intra-op threads for the host part (default 1: its operations "
                          "are small here, and a thread pool contends with the CPU threads of a "
