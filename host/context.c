@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,15 +256,36 @@ static void fill_info(const vkla_caps *c, const vkla_variants *v, vkla_device_in
  *   VKLA_SUBGROUP=0|1   force shared-memory / subgroup reductions
  *   VKLA_STORAGE16=0    act as if 16-bit storage were missing (f16/bf16 report UNSUPPORTED)
  *   VKLA_MAX_STORAGE_RANGE=bytes  act as if maxStorageBufferRange were at most this (at least
- *                       4096): long sequences split along T on any device */
+ *                       4096): long sequences split along T on any device
+ *   VKLA_MAX_SCRATCH=bytes  the default scratch bound of calls that can run as pieces of T
+ *                       (vkla_context_set_scratch_limit; at least 4096) */
+/* A byte count of at least 4096 written in decimal digits only (strtoull alone takes "-1") */
+static bool parse_bytes(const char *s, uint64_t *out)
+{
+    if (*s < '0' || *s > '9')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || errno || v < 4096)
+        return false;
+    *out = v;
+    return true;
+}
+
 static vkla_result choose_variants(vkla_context *ctx)
 {
     vkla_caps *c = &ctx->caps;
+    const char *ms = vkla__getenv("VKLA_MAX_SCRATCH");
+    ctx->scratch_limit_default = VKLA_DEFAULT_SCRATCH_LIMIT;
+    if (ms && *ms && !parse_bytes(ms, &ctx->scratch_limit_default))
+        return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
+                          "VKLA_MAX_SCRATCH=%s is not a byte count >= 4096", ms);
+    ctx->scratch_limit = ctx->scratch_limit_default;
     const char *er = vkla__getenv("VKLA_MAX_STORAGE_RANGE");
     if (er && *er) {
-        char *end;
-        unsigned long long v = strtoull(er, &end, 10);
-        if (*end || v < 4096)
+        uint64_t v;
+        if (!parse_bytes(er, &v))
             return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
                               "VKLA_MAX_STORAGE_RANGE=%s is not a byte count >= 4096", er);
         if (v < c->props.limits.maxStorageBufferRange)
@@ -923,3 +945,20 @@ vkla_result vkla_pipeline_cache_get(vkla_context *ctx, void *data, size_t *size)
 VkDevice vkla_context_vk_device(const vkla_context *ctx) { return ctx ? ctx->device : VK_NULL_HANDLE; }
 VkQueue vkla_context_vk_queue(const vkla_context *ctx) { return ctx ? ctx->queue : VK_NULL_HANDLE; }
 uint32_t vkla_context_queue_family(const vkla_context *ctx) { return ctx ? ctx->qfam : 0; }
+
+vkla_result vkla_context_set_scratch_limit(vkla_context *ctx, uint64_t bytes)
+{
+    if (!ctx)
+        return VKLA_ERROR_NULL_POINTER;
+    if (bytes && bytes < 4096)
+        return vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT,
+                          "scratch limit: %llu bytes is below the minimum of 4096",
+                          (unsigned long long)bytes);
+    ctx->scratch_limit = bytes ? bytes : ctx->scratch_limit_default;
+    return VKLA_SUCCESS;
+}
+
+uint64_t vkla_context_scratch_limit(const vkla_context *ctx)
+{
+    return ctx ? ctx->scratch_limit : 0;
+}

@@ -118,8 +118,13 @@ struct vkla_context {
     VkQueryPool timestamps;
     uint32_t timestamp_count;
     vkla_profile *profile;   /* vkla_context_profile: NULL = off */
+    uint64_t scratch_limit;          /* vkla_context_set_scratch_limit: the bound in force */
+    uint64_t scratch_limit_default;  /* 1 GiB or VKLA_MAX_SCRATCH at creation */
     struct vkla_prof_rec *prof; /* set only while vkla__bench records a profiled op */
 };
+
+/* The scratch bound of calls split along T when neither the app nor VKLA_MAX_SCRATCH sets one */
+#define VKLA_DEFAULT_SCRATCH_LIMIT (1ull << 30)
 
 /* Errors: set the context message and return the code. ctx may be NULL. */
 vkla_result vkla__fail(vkla_context *ctx, vkla_result r, const char *fmt, ...)

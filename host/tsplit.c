@@ -12,7 +12,8 @@
  * the others (shaders/common/accumulate.comp).
  *
  * The scratch of a split call: the largest scratch of one of its calls, at most the bound
- * (VKLA_MAX_SCRATCH bytes, default 1 GiB, and never more than maxStorageBufferRange - 256 so that
+ * (vkla_context_set_scratch_limit: default 1 GiB or VKLA_MAX_SCRATCH when the context was made,
+ * and never more than maxStorageBufferRange - 256 so that
  * every window an op binds inside its scratch fits one storage-buffer range), then the state
  * slots: two per carried state, and for backward passes one per piece of the longest chain
  * (the state entering it) and two for the state gradient. */
@@ -21,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEFAULT_BOUND (1ull << 30)
 /* The longest piece, in tokens (a multiple of every chunk size). Kernels walk a sequence's
  * tokens or chunks in one loop, and CPU drivers end a shader loop after 65535 iterations
  * (llvmpipe: the invocation then silently skips the rest of its work; the delta_rule chunk
@@ -63,16 +63,6 @@ static vkla_tensor *field(void *args, uint16_t off) { return (vkla_tensor *)((ch
 static const vkla_tensor *cfield(const void *args, uint16_t off)
 {
     return (const vkla_tensor *)((const char *)args + off);
-}
-
-static uint64_t env_u64(const char *name, uint64_t dflt)
-{
-    const char *e = vkla__getenv(name);
-    if (!e || !*e)
-        return dflt;
-    char *end;
-    unsigned long long v = strtoull(e, &end, 10);
-    return (*end || v == 0) ? dflt : (uint64_t)v;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -312,7 +302,7 @@ static vkla_result make_tplan(const vkla_op_impl *op, vkla_context *ctx, const v
     if (r != VKLA_SUCCESS)
         return r;
     /* the scratch bound: every window an op binds inside its scratch then fits one range */
-    uint64_t bound = env_u64("VKLA_MAX_SCRATCH", DEFAULT_BOUND);
+    uint64_t bound = ctx->scratch_limit;
     uint64_t range = ctx->caps.props.limits.maxStorageBufferRange;
     if (bound > range - 256)
         bound = range - 256;

@@ -254,6 +254,16 @@ VKLA_API VkDevice vkla_context_vk_device(const vkla_context *ctx);
 VKLA_API VkQueue vkla_context_vk_queue(const vkla_context *ctx);
 VKLA_API uint32_t vkla_context_queue_family(const vkla_context *ctx);
 
+/* Scratch bound of the calls that can run as pieces of T (linear_attn and delta_rule, forward
+ * and backward; docs/long-sequences.md): a call whose scratch would pass `bytes` runs as pieces
+ * whose scratch stays within it (never beyond maxStorageBufferRange - 256 either), so
+ * vkla_X_scratch_size never asks for more. The default is 1 GiB, or the environment variable
+ * VKLA_MAX_SCRATCH (bytes) read when the context is made. bytes = 0 restores that default;
+ * other values below 4096 are refused (INVALID_ARGUMENT). Applies to the calls and size
+ * queries made after it; a call already recorded keeps its layout. */
+VKLA_API vkla_result vkla_context_set_scratch_limit(vkla_context *ctx, uint64_t bytes);
+VKLA_API uint64_t vkla_context_scratch_limit(const vkla_context *ctx);
+
 /* ---------------------------------------------------------------------------------------------
  * Buffers
  * ------------------------------------------------------------------------------------------- */

@@ -1280,6 +1280,46 @@ static vkla_context *context_with_env(const char *name, const char *value, msg_l
     return c;
 }
 
+/* The scratch bound of calls split along T: VKLA_MAX_SCRATCH at creation (a malformed value
+ * fails the creation with a message naming it), then vkla_context_set_scratch_limit. */
+static void test_scratch_limit(void **state)
+{
+    (void)state;
+    const char *bad[] = {"12k", "-1", "4095", ""};
+    for (int i = 0; i < 3; i++) {
+        msg_log log = {0};
+        setenv("VKLA_MAX_SCRATCH", bad[i], 1);
+        vkla_context_desc desc = {0};
+        desc.message_fn = log_fn;
+        desc.message_user = &log;
+        vkla_context *c = (vkla_context *)&log;
+        vkla_result r = vkla_context_create(&desc, &c);
+        unsetenv("VKLA_MAX_SCRATCH");
+        if (r != VKLA_ERROR_INVALID_ARGUMENT)
+            fail_msg("VKLA_MAX_SCRATCH=%s: got %s", bad[i], vkla_result_string(r));
+        assert_null(c);
+        if (!strstr(log.last_error, "VKLA_MAX_SCRATCH"))
+            fail_msg("VKLA_MAX_SCRATCH=%s: message \"%s\" does not name it", bad[i],
+                     log.last_error);
+    }
+    msg_log log = {0};
+    vkla_context *c = context_with_env("VKLA_MAX_SCRATCH", bad[3], &log); /* empty: unset */
+    assert_int_equal(vkla_context_scratch_limit(c), 1ull << 30);
+    vkla_context_destroy(c);
+    c = context_with_env("VKLA_MAX_SCRATCH", "65536", &log);
+    assert_int_equal(vkla_context_scratch_limit(c), 65536);
+    assert_int_equal(vkla_context_set_scratch_limit(c, 4096), VKLA_SUCCESS);
+    assert_int_equal(vkla_context_scratch_limit(c), 4096);
+    assert_int_equal(vkla_context_set_scratch_limit(c, 4095), VKLA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(vkla_last_error(c), "4095"));
+    assert_int_equal(vkla_context_scratch_limit(c), 4096);
+    assert_int_equal(vkla_context_set_scratch_limit(c, 0), VKLA_SUCCESS); /* the default */
+    assert_int_equal(vkla_context_scratch_limit(c), 65536);
+    assert_int_equal(vkla_context_set_scratch_limit(NULL, 4096), VKLA_ERROR_NULL_POINTER);
+    assert_int_equal(vkla_context_scratch_limit(NULL), 0);
+    vkla_context_destroy(c);
+}
+
 static void test_env_storage16(void **state)
 {
     (void)state;
@@ -1419,6 +1459,7 @@ int main(void)
         cmocka_unit_test(test_pipeline_cache),
         cmocka_unit_test(test_device_info),
         cmocka_unit_test(test_env_storage16),
+        cmocka_unit_test(test_scratch_limit),
         cmocka_unit_test(test_env_instance_layers),
         cmocka_unit_test(test_profile),
     };

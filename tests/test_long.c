@@ -6,7 +6,7 @@
  * fused buffer whose token stride puts one head's slab beyond the range where the device
  * reports at most 128 MiB (lavapipe), so the ops must split. The second group forces pieces
  * on small shapes: VKLA_MAX_STORAGE_RANGE (read when the context is made) shrinks the range to
- * 64 KiB, and VKLA_MAX_SCRATCH (read per call) bounds the scratch. Cases cover odd T (not a
+ * 64 KiB, and vkla_context_set_scratch_limit bounds the scratch. Cases cover odd T (not a
  * multiple of the chunk or the piece), varlen with a long sequence among short ones, h0/ht and
  * dht/dh0, gates, grouped value heads, and the caller's scratch of exactly the reported size
  * between guard regions. */
@@ -28,7 +28,7 @@ typedef struct lcase {
     uint32_t N;
     int g, gamma, gk, h0, ht, normalize, l2norm;
     vkla_dtype dt;        /* of q, k, v, o and their gradients */
-    uint64_t max_scratch; /* VKLA_MAX_SCRATCH for the call, 0 = unset */
+    uint64_t max_scratch; /* the context's scratch limit for the call, 0 = the default */
     uint32_t fused;       /* q, k, v: views of one buffer with this token stride (elements) */
 } lcase;
 
@@ -270,15 +270,11 @@ static vkla_delta_rule_args dr_args(const lcase *c, const ldev *x)
     return a;
 }
 
+/* The scratch bound for the next calls on the test context (0 = the default) */
 static void set_bound(uint64_t bytes)
 {
-    if (bytes) {
-        char s[32];
-        snprintf(s, sizeof(s), "%llu", (unsigned long long)bytes);
-        setenv("VKLA_MAX_SCRATCH", s, 1);
-    } else {
-        unsetenv("VKLA_MAX_SCRATCH");
-    }
+    if (vkla_context_set_scratch_limit(th_ctx(), bytes) != VKLA_SUCCESS)
+        fail_msg("scratch limit %llu: %s", (unsigned long long)bytes, vkla_last_error(th_ctx()));
 }
 
 /* Runs the case's call with the caller's scratch of exactly the reported size (between guards);
@@ -583,19 +579,27 @@ static void test_errors(void **state)
 {
     (void)state;
     vkla_context *ctx = th_ctx();
-    /* a bound below one chunk of one sequence */
+    /* a bound below one chunk of one sequence (K = V = C = 64: one chunk's state is 16 KiB) */
     lcase c = small_case(OP_LA, VKLA_FORM_CHUNK, 0);
+    c.K = c.V = c.C = 64;
     ldata d;
     make_data(&c, &d);
     ldev x;
     make_dev(&c, &d, &x);
     vkla_linear_attn_args a = la_args(&c, &x);
     uint64_t need;
-    set_bound(1000);
+    set_bound(4096);
     assert_int_equal(vkla_linear_attn_run(ctx, &a), VKLA_ERROR_UNSUPPORTED);
     assert_non_null(strstr(vkla_last_error(ctx), "one chunk of one sequence"));
     assert_int_equal(vkla_linear_attn_scratch_size(ctx, &a, &need), VKLA_ERROR_UNSUPPORTED);
+    set_bound(0);
+    free_dev(&x);
+    free_data(&d);
     /* the backward with normalize cannot carry the normalizer's gradient between pieces */
+    c = small_case(OP_LA, VKLA_FORM_CHUNK, 0);
+    make_data(&c, &d);
+    make_dev(&c, &d, &x);
+    a = la_args(&c, &x);
     set_bound(12288);
     vkla_linear_attn_backward_args b = {.fwd = a};
     b.fwd.normalize = 1;
