@@ -281,8 +281,10 @@ vkla_result vkla__lion_tables(vkla_context *ctx, VkCommandBuffer cmd, const vkla
     return vkla__upload_seq_tables(ctx, cmd, &d->seqs, scr, off_seq, off_chunk);
 }
 
+/* One call of the op; bnd (chunk form only, may be NULL): the call is a piece of a longer one
+ * (host/lion_tsplit.c), its state scans take and give the states at its two ends. */
 static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_args *a,
-                          bool run_mode)
+                          bool run_mode, const vkla_lion_bnd *bnd)
 {
     plan p;
     vkla_result r = make_plan(ctx, a, &p);
@@ -460,7 +462,16 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         l.grid_z = VKLA_GRID_SEQS;
         l.flops = H * 4 * K * VP * (tok + cs.n); /* both directions: K^T V', the state pass */
         l.bytes = io * (K + V) + gb + stb;
-        if ((r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l)) != VKLA_SUCCESS)
+        const vkla_bind keep_o = binds[B_O];
+        if (bnd) { /* the boundary slots in o's place (chunk_state never writes o) */
+            l.push[W_CFG] |= LION_F_BND | (bnd->nsh << 17);
+            binds[B_O] = vkla__bind_region(bnd->buf, bnd->offset, 4, VKLA_ROWS_WHOLE, 0, 0, 0,
+                                           2 * vkla__lion_bnd_slot_bytes(&p.d));
+        }
+        r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l);
+        l.push[W_CFG] &= 0xFFFFu;
+        binds[B_O] = keep_o;
+        if (r != VKLA_SUCCESS || (bnd && bnd->states_only))
             goto done;
         vkla__compute_barrier(ctx, cmd);
         /* the full in-chunk block (Q K^T) V', both directions' Q S, the division */
@@ -501,21 +512,41 @@ done:
     return r;
 }
 
-static vkla_result op_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)
+vkla_result vkla__lion_scratch_one(vkla_context *ctx, const vkla_lion_args *a, uint64_t *bytes,
+                                   bool *short_path)
 {
     plan p;
-    vkla_result r = make_plan(ctx, (const vkla_lion_args *)args, &p);
+    vkla_result r = make_plan(ctx, a, &p);
     if (r != VKLA_SUCCESS)
         return r;
     *bytes = p.scratch_bytes;
+    if (short_path)
+        *short_path = p.short_path;
     vkla__seqs_free(&p.d.seqs);
     return VKLA_SUCCESS;
+}
+
+vkla_result vkla__lion_record_one(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_args *a,
+                                  bool run_mode, const vkla_lion_bnd *bnd)
+{
+    return record(ctx, cmd, a, run_mode, bnd);
+}
+
+uint64_t vkla__lion_bnd_slot_bytes(const vkla_lion_dims *d)
+{
+    const uint64_t Kp = (d->K + 3) & ~3u, Va = (d->V + 3) & ~3u;
+    return 4ull * d->seqs.n * d->H * 2 * Kp * (Va + 1);
+}
+
+static vkla_result op_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)
+{
+    return vkla__lion_tsplit_scratch(ctx, (const vkla_lion_args *)args, bytes);
 }
 
 static vkla_result op_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args,
                              bool run_mode)
 {
-    return record(ctx, cmd, (const vkla_lion_args *)args, run_mode);
+    return vkla__lion_tsplit_record(ctx, cmd, (const vkla_lion_args *)args, run_mode);
 }
 
 static const vkla_op_impl IMPL = {OP, op_scratch, op_record};

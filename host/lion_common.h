@@ -58,6 +58,32 @@ vkla_bind vkla__lion_packed_bind(const vkla_lion_dims *d, vkla_buffer *scr, uint
 /* Row strides of tensor slot i (0..3 = q, k, v, o) in the push constants. */
 void vkla__lion_set_strides(vkla_launch *l, int i, const uint64_t *st);
 
+/* One call of the forward (host/lion.c): its scratch (every check of the op; *short_path, when
+ * not NULL: whether it takes host/lion_short.c), and its recording. bnd (chunk form): the call
+ * is one piece of a longer one; its state scans start from and end in two consecutive boundary
+ * slots at bnd->offset (shaders/lion/chunk_state.comp), and with states_only the call stops
+ * after them (o is not written). */
+typedef struct vkla_lion_bnd {
+    vkla_buffer *buf;
+    uint64_t offset;      /* bytes; slot p of a chain of pieces: piece p's two slots */
+    uint32_t nsh;         /* sequences x heads of the call (< 32768) */
+    bool states_only;
+} vkla_lion_bnd;
+#define LION_F_BND 65536u /* chunk_state's flag (bits 17-31 of the flags word: nsh) */
+vkla_result vkla__lion_scratch_one(vkla_context *ctx, const vkla_lion_args *a, uint64_t *bytes,
+                                   bool *short_path);
+vkla_result vkla__lion_record_one(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_args *a,
+                                  bool run_mode, const vkla_lion_bnd *bnd);
+/* Bytes of one boundary slot of a call with these dims. */
+uint64_t vkla__lion_bnd_slot_bytes(const vkla_lion_dims *d);
+/* The forward's scratch and record (host/lion_tsplit.c): one call, or pieces of T when the
+ * call's scratch would pass the context's scratch limit, one (sequence, head) slab exceeds
+ * maxStorageBufferRange, or the sequences are longer than LION_MAX_PIECE tokens. */
+#define LION_MAX_PIECE 32768u
+vkla_result vkla__lion_tsplit_scratch(vkla_context *ctx, const vkla_lion_args *a, uint64_t *bytes);
+vkla_result vkla__lion_tsplit_record(vkla_context *ctx, VkCommandBuffer cmd,
+                                     const vkla_lion_args *a, bool run_mode);
+
 /* The short-sequence path (host/lion_short.c): LION-LIT with K, V <= LION_SHORT_MAX_DIM. */
 #define LION_SHORT_MAX_DIM 16u
 /* Whether a call with these dims takes it (the shape, or VKLA_LION_SHORT=0|1). */

@@ -553,6 +553,149 @@ static void test_caller_scratch(void **state)
     }
 }
 
+/* Long sequences (host/lion_tsplit.c): the chunk form as pieces of T with both directions'
+ * states carried across the piece boundaries, forced by a scratch limit below the call's own
+ * need (odd T, last pieces of one token, every variant, normalize, dtypes, chunk sizes), and
+ * by a (sequence, head) slab beyond the device's maxStorageBufferRange. */
+static void test_long_pieces(void **state)
+{
+    (void)state;
+    vkla_context *ctx = th_ctx();
+    const lion_case cases[] = {
+        {.B = 2, .T = 203, .H = 2, .K = 20, .V = 24, .gates = G, .dt = VKLA_DTYPE_F32,
+         .chunk = 16, .seed = 900},
+        {.B = 1, .T = 321, .H = 3, .K = 32, .V = 32, .gates = GAMMA, .normalize = 1,
+         .dt = VKLA_DTYPE_BF16, .chunk = 16, .seed = 901},
+        {.B = 2, .T = 200, .H = 1, .K = 12, .V = 20, .normalize = 1, .dt = VKLA_DTYPE_F16,
+         .chunk = 32, .seed = 902},
+        {.B = 1, .T = 450, .H = 2, .K = 64, .V = 64, .gates = G | GAMMA, .normalize = 1,
+         .dt = VKLA_DTYPE_F32, .chunk = 64, .seed = 903},
+    };
+    const double fractions[3] = {0.99, 0.5, 0.3};
+    for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+        lion_case c = cases[ci];
+        c.form = VKLA_FORM_CHUNK;
+        if (ci == 2) /* the 8 x 8 lane blocks of GPUs */
+            setenv("VKLA_LION_BLOCK", "8", 1);
+        lion_data d;
+        make_data(&c, &d);
+        uint64_t sq[4] = {c.B, c.T, c.H, c.K}, sv[4] = {c.B, c.T, c.H, c.V};
+        uint64_t sg[3] = {c.B, c.T, c.H}, sgam[1] = {c.H};
+        th_tensor q, k, v, o, g = {0}, gamma = {0};
+        th_tensor_new(&q, c.dt, 4, sq, d.q);
+        th_tensor_new(&k, c.dt, 4, sq, d.k);
+        th_tensor_new(&v, c.dt, 4, sv, d.v);
+        th_tensor_new(&o, c.dt, 4, sv, NULL);
+        vkla_lion_args a = {0};
+        a.q = q.t; a.k = k.t; a.v = v.t; a.o = o.t;
+        if (d.g) { th_tensor_new(&g, VKLA_DTYPE_F32, 3, sg, d.g); a.g = g.t; }
+        if (d.gamma) { th_tensor_new(&gamma, VKLA_DTYPE_F32, 1, sgam, d.gamma); a.g_gamma = gamma.t; }
+        a.normalize = c.normalize;
+        a.chunk_size = c.chunk;
+        uint64_t full = 0;
+        assert_int_equal(vkla_lion_scratch_size(ctx, &a, &full), VKLA_SUCCESS);
+        int ran = 0;
+        for (int fi = 0; fi < 3; fi++) {
+            uint64_t limit = (uint64_t)(full * fractions[fi]);
+            if (limit < 4096)
+                continue;
+            assert_int_equal(vkla_context_set_scratch_limit(ctx, limit), VKLA_SUCCESS);
+            uint64_t need = 0;
+            vkla_result r = vkla_lion_scratch_size(ctx, &a, &need);
+            char name[96];
+            snprintf(name, sizeof(name), "pieces T=%u %s C=%u, limit %.2f", c.T,
+                     vkla_dtype_name(c.dt), c.chunk, fractions[fi]);
+            if (r == VKLA_ERROR_UNSUPPORTED) { /* the slots alone leave no room */
+                if (!strstr(vkla_last_error(ctx), "no piece"))
+                    fail_msg("%s: %s", name, vkla_last_error(ctx));
+                assert_int_equal(vkla_lion_run(ctx, &a), VKLA_ERROR_UNSUPPORTED);
+                continue;
+            }
+            if (r != VKLA_SUCCESS || need > limit || need == 0)
+                fail_msg("%s: scratch %llu for a limit of %llu (%s)", name,
+                         (unsigned long long)need, (unsigned long long)limit,
+                         vkla_last_error(ctx));
+            /* the caller's scratch of exactly that size, then the context's own */
+            vkla_buffer *scr;
+            assert_int_equal(vkla_buffer_create(ctx, need + 256, &scr), VKLA_SUCCESS);
+            assert_int_equal(vkla_buffer_fill(ctx, scr, 0, need + 256, 0x7fc00000u), VKLA_SUCCESS);
+            for (int own = 0; own < 2; own++) {
+                a.scratch = own ? NULL : scr;
+                a.scratch_offset = own ? 0 : 256;
+                assert_int_equal(vkla_buffer_fill(ctx, o.t.buffer, o.t.offset,
+                                                  d.nv * vkla_dtype_size(c.dt), 0),
+                                 VKLA_SUCCESS);
+                if ((r = vkla_lion_run(ctx, &a)) != VKLA_SUCCESS)
+                    fail_msg("%s: %s: %s", name, vkla_result_string(r), vkla_last_error(ctx));
+                float *out = malloc(d.nv * sizeof(float));
+                th_tensor_read(&o, out);
+                th_assert_close(name, d.o, out, d.nv, th_target(d.o, d.nv, c.dt));
+                free(out);
+            }
+            a.scratch = NULL;
+            a.scratch_offset = 0;
+            vkla_buffer_destroy(ctx, scr);
+            ran++;
+        }
+        if (!ran)
+            fail_msg("pieces T=%u: no limit below the call's own need could split it", c.T);
+        assert_int_equal(vkla_context_set_scratch_limit(ctx, 0), VKLA_SUCCESS);
+        unsetenv("VKLA_LION_BLOCK");
+        th_tensor *all[] = {&q, &k, &v, &o, &g, &gamma};
+        for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+            th_tensor_free(all[i]);
+        free_data(&d);
+        th_check_validation();
+    }
+
+    /* q, k, v as views of one buffer with 256 KiB between tokens: one (sequence, head) slab of
+     * 520 tokens spans 130 MiB, beyond lavapipe's 128 MiB maxStorageBufferRange */
+    {
+        lion_case c = {.B = 1, .T = 520, .H = 1, .K = 16, .V = 16, .gates = G,
+                       .dt = VKLA_DTYPE_F32, .form = VKLA_FORM_CHUNK, .seed = 910};
+        lion_data d;
+        make_data(&c, &d);
+        const uint64_t F = 65536, bytes = c.T * F * 4;
+        float *row = calloc(F, sizeof(float));
+        vkla_buffer *fb;
+        assert_int_equal(vkla_buffer_create(ctx, bytes, &fb), VKLA_SUCCESS);
+        for (uint32_t t = 0; t < c.T; t++) {
+            for (uint32_t x = 0; x < 16; x++) {
+                row[x] = (float)d.q[t * 16 + x];
+                row[16 + x] = (float)d.k[t * 16 + x];
+                row[32 + x] = (float)d.v[t * 16 + x];
+            }
+            assert_int_equal(vkla_buffer_upload(ctx, fb, t * F * 4, row, 48 * 4), VKLA_SUCCESS);
+        }
+        uint64_t sq[4] = {1, c.T, 1, 16}, st[4] = {c.T * F, F, 16, 1}, sg[3] = {1, c.T, 1};
+        th_tensor o, g;
+        th_tensor_new(&o, VKLA_DTYPE_F32, 4, sq, NULL);
+        th_tensor_new(&g, VKLA_DTYPE_F32, 3, sg, d.g);
+        vkla_lion_args a = {0};
+        a.q = vkla_tensor_make(fb, 0, VKLA_DTYPE_F32, 4, sq);
+        a.k = vkla_tensor_make(fb, 16 * 4, VKLA_DTYPE_F32, 4, sq);
+        a.v = vkla_tensor_make(fb, 32 * 4, VKLA_DTYPE_F32, 4, sq);
+        memcpy(a.q.strides, st, sizeof(st));
+        memcpy(a.k.strides, st, sizeof(st));
+        memcpy(a.v.strides, st, sizeof(st));
+        a.o = o.t;
+        a.g = g.t;
+        vkla_result r = vkla_lion_run(ctx, &a);
+        if (r != VKLA_SUCCESS)
+            fail_msg("slab beyond the range: %s: %s", vkla_result_string(r), vkla_last_error(ctx));
+        float *out = malloc(d.nv * sizeof(float));
+        th_tensor_read(&o, out);
+        th_assert_close("slab beyond the range", d.o, out, d.nv, th_target(d.o, d.nv, c.dt));
+        free(out);
+        free(row);
+        th_tensor_free(&o);
+        th_tensor_free(&g);
+        vkla_buffer_destroy(ctx, fb);
+        free_data(&d);
+        th_check_validation();
+    }
+}
+
 /* the 8 x 8 lane blocks vkla uses on GPUs, forced on this device */
 static void test_gpu_blocks(void **state)
 {
@@ -696,6 +839,7 @@ int main(void)
         cmocka_unit_test(test_caller_scratch),
         cmocka_unit_test(test_short_path),
         cmocka_unit_test(test_gpu_blocks),
+        cmocka_unit_test(test_long_pieces),
     };
     return cmocka_run_group_tests_name("lion", tests, th_setup, th_teardown);
 }

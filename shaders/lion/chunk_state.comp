@@ -15,6 +15,12 @@
 // With F_TRANS (backward pass) the same scans run for the transposed mask M^T (log M^T_ij =
 // log M_ji): its paths leave out the source token and include the destination, so the token
 // weights are the exclusive suffix X_j (forward) and the exclusive prefix E_j (backward).
+// With F_BND the call is one piece of a longer one (host/lion_tsplit.c): each scan starts from
+// the state entering the piece from its side instead of 0 and writes the state leaving it,
+// through boundary slots in binding 3 (o, which this kernel never writes). A slot holds
+// [NSH][2 directions][Kp][Va] states, then [NSH][2][Kp] z, NSH = sequences x heads of the call
+// (cfg bits 17-31); at o_base come two consecutive slots: the forward scan reads slot 0 and
+// writes slot 1, the backward scan reads slot 1 and writes slot 0.
 // Grid: x = K tiles * V tiles * 2 directions, y = heads, z = sequences.
 // Lanes: (TW/RB) x (TW/CB); lane (ri, ci) owns state rows ri*RB.. and columns ci*CB.. of the tile.
 #extension GL_GOOGLE_include_directive : require
@@ -26,6 +32,23 @@ const uint NL = (TW / RB) * NCL;
 shared float s_a[TW];         // log decays of the chunk
 shared float s_w[TW];         // e^R (forward) or e^P (backward)
 shared float s_tot;           // 1 - e^(A_n)
+
+const uint F_BND = 65536u;
+#define BND ((pc.cfg & F_BND) != 0u)
+layout(std430, binding = 3) buffer BNDB { float bnd_buf[]; };
+
+// first element of slot so's state rows (sequence s, head h, direction dir), and of its z
+uint bnd_state(uint so, uint s, uint h, uint dir, uint Kp, uint Va)
+{
+    const uint nsh = pc.cfg >> 17u;
+    return pc.o_base + so * nsh * 2u * Kp * (Va + 1u) + ((s * pc.H + h) * 2u + dir) * Kp * Va;
+}
+uint bnd_z(uint so, uint s, uint h, uint dir, uint Kp, uint Va)
+{
+    const uint nsh = pc.cfg >> 17u;
+    return pc.o_base + so * nsh * 2u * Kp * (Va + 1u) + nsh * 2u * Kp * Va +
+           ((s * pc.H + h) * 2u + dir) * Kp;
+}
 
 void main()
 {
@@ -57,6 +80,16 @@ void main()
         Z[r] = 0.0;
         [[unroll]] for (uint c = 0u; c < CB; c++)
             S[r][c] = 0.0;
+    }
+
+    if (BND) {   // the state entering the piece from this direction's side
+        const uint st0 = bnd_state(dir, s, h, dir, Kp, Va), z0 = bnd_z(dir, s, h, dir, Kp, Va);
+        [[unroll]] for (uint r = 0u; r < RB; r++) {
+            const uint row = r0 + r;
+            [[unroll]] for (uint c = 0u; c < CB; c++)
+                S[r][c] = row < Kp && c0 + c < Va ? bnd_buf[st0 + row * Va + c0 + c] : 0.0;
+            Z[r] = NORMALIZE && zlane && row < Kp ? bnd_buf[z0 + row] : 0.0;
+        }
     }
 
     [[dont_unroll]] for (uint m = 0u; m < n; m++) {
@@ -133,5 +166,17 @@ void main()
             }
         }
         barrier();
+    }
+    if (BND) {   // the state leaving the piece on the other side
+        const uint so = 1u - dir;
+        const uint st1 = bnd_state(so, s, h, dir, Kp, Va), z1 = bnd_z(so, s, h, dir, Kp, Va);
+        [[unroll]] for (uint r = 0u; r < RB; r++) {
+            const uint row = r0 + r;
+            [[unroll]] for (uint c = 0u; c < CB; c++)
+                if (row < Kp && c0 + c < Va)
+                    bnd_buf[st1 + row * Va + c0 + c] = S[r][c];
+            if (NORMALIZE && zlane && row < Kp)
+                bnd_buf[z1 + row] = Z[r];
+        }
     }
 }
