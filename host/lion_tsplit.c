@@ -90,10 +90,10 @@ static vkla_result make_lplan(vkla_context *ctx, const vkla_lion_args *a, lplan 
     const uint64_t T = a->q.shape[1];
     if (form != VKLA_FORM_CHUNK || a->cu_seqlens || short_path || T <= LION_TILE)
         return VKLA_SUCCESS;
-    uint64_t bound = ctx->scratch_limit;
+    /* the scratch bound (the op binds its scratch per head and the slots two at a time, so
+     * unlike the causal ops' splits the whole need not fit one storage-buffer range) */
+    const uint64_t bound = ctx->scratch_limit;
     const uint64_t range = ctx->caps.props.limits.maxStorageBufferRange;
-    if (bound > range - 256)
-        bound = range - 256;
     if (full <= bound && T <= LION_MAX_PIECE && fits_range(ctx, a, T))
         return VKLA_SUCCESS;
 
@@ -107,9 +107,16 @@ static vkla_result make_lplan(vkla_context *ctx, const vkla_lion_args *a, lplan 
     if ((r = vkla__lion_check(ctx, OP, &one, true, &d)) != VKLA_SUCCESS)
         return r;
     lp->slot_bytes = vkla__lion_bnd_slot_bytes(&d); /* one row */
+    const uint64_t state_row = 4ull * 2 * ((d.K + 3) & ~3u) * ((d.V + 3) & ~3u); /* per chunk */
+    const uint32_t C = d.C;
     vkla__seqs_free(&d.seqs);
     const uint64_t al =
         vkla__align_up(ctx->caps.props.limits.minStorageBufferOffsetAlignment, 256);
+    if (2 * lp->slot_bytes + al > range)
+        return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
+                          OP ": the states at a piece boundary (%llu heads, K = %u, V = %u) do "
+                          "not fit maxStorageBufferRange; split the heads over calls",
+                          (unsigned long long)H, d.K, d.V);
     /* the longest piece (whole tiles) whose scratch and slots fit the bound */
     const uint64_t tiles = (T + LION_TILE - 1) / LION_TILE;
     uint64_t prev = 0;
@@ -119,7 +126,7 @@ static vkla_result make_lplan(vkla_context *ctx, const vkla_lion_args *a, lplan 
             continue;
         prev = P;
         const uint64_t m = (T + P - 1) / P;
-        if (!fits_range(ctx, a, P))
+        if (!fits_range(ctx, a, P) || (P / C) * state_row + al > range)
             continue;
         vkla_lion_args pa = piece_args(a, 0, 0, P, NULL, 0);
         uint64_t ps;
