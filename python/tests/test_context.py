@@ -110,3 +110,43 @@ def test_library_search():
                                        if k not in ("VKLA_LIBRARY", "PYTHONPATH")})
     assert r.returncode == 0, r.stderr
     assert os.path.samefile(r.stdout.strip(), os.path.join(ROOT, "build", "libvkla.so"))
+
+
+def test_scratch_limit():
+    """The context's scratch bound: calls that need more run as pieces of T (same result)."""
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((1, 300, 2, 32)) for _ in range(3))
+    g = -rng.uniform(0.01, 0.5, (1, 300, 2))
+    with vkla.Context(validation=True) as ctx:
+        assert ctx.scratch_limit == 1 << 30
+        o_ref, _ = vkla.linear_attn(q, k, v, g=g, ctx=ctx)
+        lion_ref = vkla.lion(q, k, v, g=g, chunk_size=16, ctx=ctx)
+        ctx.scratch_limit = 40000
+        assert ctx.scratch_limit == 40000
+        o, _ = vkla.linear_attn(q, k, v, g=g, ctx=ctx)
+        np.testing.assert_allclose(o, o_ref, rtol=1e-5, atol=1e-5)
+        ctx.scratch_limit = 300000
+        o = vkla.lion(q, k, v, g=g, chunk_size=16, ctx=ctx)   # two pieces of 192 and 108
+        np.testing.assert_allclose(o, lion_ref, rtol=1e-5, atol=1e-5)
+        with pytest.raises(vkla.VklaError, match="4095"):
+            ctx.scratch_limit = 4095
+        with pytest.raises(ValueError, match="negative"):
+            ctx.scratch_limit = -1
+        assert ctx.scratch_limit == 300000
+        ctx.scratch_limit = None
+        assert ctx.scratch_limit == 1 << 30
+        assert ctx.validation_messages == []
+    with pytest.raises(ValueError, match="closed"):
+        ctx.scratch_limit
+
+
+def test_scratch_limit_from_environment():
+    out = subprocess.run(
+        ["/usr/bin/python3", "-c", "import vkla; print(vkla.Context().scratch_limit)"],
+        env=dict(os.environ, VKLA_MAX_SCRATCH="65536"), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "65536"
+    bad = subprocess.run(["/usr/bin/python3", "-c", "import vkla; vkla.Context()"],
+                         env=dict(os.environ, VKLA_MAX_SCRATCH="12k"), capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "VKLA_MAX_SCRATCH=12k" in bad.stderr

@@ -104,6 +104,25 @@ class Context:
         return self._handle is None
 
     @property
+    def scratch_limit(self):
+        """Scratch bound in bytes of calls that can run as pieces of T (a call whose scratch
+        would pass it runs as pieces; docs/long-sequences.md). Default 1 GiB or
+        VKLA_MAX_SCRATCH; set None or 0 to restore it, at least 4096 otherwise."""
+        if self._handle is None:
+            raise ValueError("vkla: the context is closed")
+        return int(_lib.lib.vkla_context_scratch_limit(self._handle))
+
+    @scratch_limit.setter
+    def scratch_limit(self, nbytes):
+        nbytes = 0 if nbytes is None else int(nbytes)
+        if nbytes < 0:
+            raise ValueError("scratch_limit: %d bytes is negative" % nbytes)
+        if self._handle is None:
+            raise ValueError("vkla: the context is closed")
+        _check(self._handle, _lib.lib.vkla_context_set_scratch_limit(self._handle, nbytes),
+               "scratch_limit")
+
+    @property
     def cached_buffers(self):
         """Number of device buffers the context holds for reuse."""
         return len(self._cache)
