@@ -20,7 +20,7 @@
 #define FLOAT_DTYPES ((1u << VKLA_DTYPE_F32) | (1u << VKLA_DTYPE_F16) | (1u << VKLA_DTYPE_BF16))
 
 /* bwd_dg.comp's output switches (push word W_CFG) */
-enum { DG_OUT = 1 << 16, DG_PARTIAL = 1 << 17, DG_FINAL = 1 << 18 };
+enum { DG_OUT = 1 << 16, DG_PARTIAL = 1 << 17, DG_FINAL = 1 << 18, DG_CARRY = 1 << 19 };
 
 /* scratch regions: packed rows [B,T,H,X] and the states of the products */
 enum { R_Q, R_K, R_V, R_DO, R_DQ, R_DK, R_DV, R_ND, R_SQ, R_DKS, R_PAIRS, R_PART, R_SINK0,
@@ -194,6 +194,7 @@ typedef struct rec {
     uint32_t nsplit;
     uint32_t rb, tile_lanes;
     vkla_bind common[B_COUNT];    /* gates and tables */
+    const vkla_lion_bwd_piece *pc; /* a piece of a longer call, or NULL */
 } rec;
 
 /* Row length (floats) of a packed region. */
@@ -305,8 +306,18 @@ static vkla_result product_launch(const rec *c, vkla_launch *l, vkla_bind *binds
         vkla__lion_set_strides(l, i, st);
     }
     binds[B_ST] = state_region(c, sr);
-    if (regs[0] < 0)
+    if (regs[0] < 0) {
+        /* the scan declares o (its boundary slots, binding 3) writable: the scan's own sink
+         * rather than the placeholder buffer every absent tensor reads */
         binds[B_Z] = whole_region(c, sr == R_SQ ? R_SINK0 : R_SINK1);
+        binds[B_O] = binds[B_Z];
+    }
+    if (regs[0] < 0 && c->pc) { /* the scan of a piece: its boundary slots in o's place */
+        const uint64_t slot = 4ull * c->pc->nsh * 2 * ((lxy + 3) & ~3u) * (((lw + 3) & ~3u) + 1);
+        binds[B_O] = vkla__bind_region(c->pc->buf, sr == R_SQ ? c->pc->slots_q : c->pc->slots_k,
+                                       4, VKLA_ROWS_WHOLE, 0, 0, 0, 2 * slot);
+        flags |= LION_F_BND | (c->pc->nsh << 17);
+    }
     /* without the terms B_TERMS is never written: bound to out rather than to the shared
      * placeholder buffer, which a writable binding would order against every reader */
     binds[B_TERMS] = binds[B_O];
@@ -380,20 +391,28 @@ static vkla_result decay_grads(const rec *c, const vkla_lion_backward_args *a)
     /* without dg, a region of its own rather than the placeholder buffer the unpacks read */
     binds[B_O] = a->dg.buffer ? vkla__bind_tensor(&a->dg, VKLA_ROWS_TOKENS)
                               : whole_region(c, R_SINK0);
-    binds[B_Z] = vkla__bind_region(c->scr, c->base + p->off[R_PART], 4, VKLA_ROWS_SEQS, p->d.H,
-                                   1, 1, 0);
-    l.push[W_CFG] |= (a->dg.buffer ? DG_OUT : 0) | (a->dg_gamma.buffer ? DG_PARTIAL : 0);
+    /* a piece: the carry and the running sum in place of the per-sequence partials */
+    const vkla_bind carry = c->pc ? vkla__bind_region(c->pc->buf, c->pc->carry, 4,
+                                                      VKLA_ROWS_WHOLE, 0, 0, 0, 8ull * p->d.H)
+                                  : (vkla_bind){0};
+    binds[B_Z] = c->pc ? carry
+                       : vkla__bind_region(c->scr, c->base + p->off[R_PART], 4, VKLA_ROWS_SEQS,
+                                           p->d.H, 1, 1, 0);
+    l.push[W_CFG] |= (a->dg.buffer ? DG_OUT : 0) | (a->dg_gamma.buffer ? DG_PARTIAL : 0) |
+                     (c->pc ? DG_CARRY : 0);
     l.pipe = pd;
     l.grid_z = VKLA_GRID_SEQS;
     l.bytes = 4 * rows(c) * (2 * p->nterm + 1);
-    if ((r = go(c, &l)) != VKLA_SUCCESS || !a->dg_gamma.buffer)
+    if ((r = go(c, &l)) != VKLA_SUCCESS || !a->dg_gamma.buffer || (c->pc && !c->pc->final))
         return r;
     vkla__compute_barrier(c->ctx, c->cmd);
 
-    /* dg_gamma: one workgroup per head sums the sequences' partials */
-    launch_init(c, &l, binds, p->d.N);
-    binds[B_Z] = vkla__bind_region(c->scr, c->base + p->off[R_PART], 4, VKLA_ROWS_WHOLE, 0, 0, 0,
-                                   (uint64_t)p->d.N * p->d.H * 4);
+    /* dg_gamma: one workgroup per head sums the sequences' partials (a split call: the
+     * running sum, one row) */
+    launch_init(c, &l, binds, c->pc ? 1 : p->d.N);
+    binds[B_Z] = c->pc ? carry
+                       : vkla__bind_region(c->scr, c->base + p->off[R_PART], 4, VKLA_ROWS_WHOLE,
+                                           0, 0, 0, (uint64_t)p->d.N * p->d.H * 4);
     binds[B_O] = vkla__bind_tensor(&a->dg_gamma, VKLA_ROWS_NONE);
     l.push[W_CFG] |= DG_FINAL;
     l.pipe = pd;
@@ -404,7 +423,8 @@ static vkla_result decay_grads(const rec *c, const vkla_lion_backward_args *a)
 }
 
 static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
-                          const vkla_lion_backward_args *a, bool run_mode)
+                          const vkla_lion_backward_args *a, bool run_mode,
+                          const vkla_lion_bwd_piece *pc)
 {
     bplan p;
     vkla_result r = make_plan(ctx, a, &p);
@@ -415,6 +435,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     c.ctx = ctx;
     c.cmd = cmd;
     c.p = &p;
+    c.pc = pc;
+    const int stage = pc ? pc->stage : LION_BWD_ALL;
     const vkla_lion_dims *d = &p.d;
     const bool norm = (d->flags & F_NORM) != 0;
     const bool any = a->dq.buffer || a->dk.buffer || a->dv.buffer || p.gate;
@@ -492,6 +514,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     if ((norm || want_dq || gate) &&
         (r = scan(&c, R_V, R_K, p.Vx, d->K, false, R_SQ)) != VKLA_SUCCESS)
         goto done;
+    if (stage == LION_BWD_SCAN_Q)
+        goto done;
     if (norm) {
         /* the forward with the ones column: n_i and d_i - eps; then do' in place */
         vkla__compute_barrier(ctx, cmd);
@@ -516,6 +540,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
     /* the states of dk's product (do'_i q_i^T, mask M^T); transposed, those of dv's */
     if ((want_dk || want_dv || gate) &&
         (r = scan(&c, R_DO, R_Q, p.Vx, d->K, true, R_DKS)) != VKLA_SUCCESS)
+        goto done;
+    if (stage == LION_BWD_SCANS)
         goto done;
     vkla__compute_barrier(ctx, cmd);
     /* dq = product(do', v', k; M), dk = product(v', do', q; M^T) (with the decay gradient's
@@ -542,21 +568,37 @@ done:
     return r;
 }
 
-static vkla_result op_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)
+vkla_result vkla__lion_backward_scratch_one(vkla_context *ctx, const vkla_lion_backward_args *a,
+                                            uint64_t *bytes, bool *short_path)
 {
     bplan p;
-    vkla_result r = make_plan(ctx, (const vkla_lion_backward_args *)args, &p);
+    vkla_result r = make_plan(ctx, a, &p);
     if (r != VKLA_SUCCESS)
         return r;
     *bytes = p.scratch_bytes;
+    if (short_path)
+        *short_path = p.short_path;
     vkla__seqs_free(&p.d.seqs);
     return VKLA_SUCCESS;
+}
+
+vkla_result vkla__lion_backward_record_one(vkla_context *ctx, VkCommandBuffer cmd,
+                                           const vkla_lion_backward_args *a, bool run_mode,
+                                           const vkla_lion_bwd_piece *pc)
+{
+    return record(ctx, cmd, a, run_mode, pc);
+}
+
+static vkla_result op_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)
+{
+    return vkla__lion_backward_tsplit_scratch(ctx, (const vkla_lion_backward_args *)args, bytes);
 }
 
 static vkla_result op_record(vkla_context *ctx, VkCommandBuffer cmd, const void *args,
                              bool run_mode)
 {
-    return record(ctx, cmd, (const vkla_lion_backward_args *)args, run_mode);
+    return vkla__lion_backward_tsplit_record(ctx, cmd, (const vkla_lion_backward_args *)args,
+                                             run_mode);
 }
 
 static const vkla_op_impl IMPL = {OP, op_scratch, op_record};

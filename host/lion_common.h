@@ -76,6 +76,32 @@ vkla_result vkla__lion_record_one(vkla_context *ctx, VkCommandBuffer cmd, const 
                                   bool run_mode, const vkla_lion_bnd *bnd);
 /* Bytes of one boundary slot of a call with these dims. */
 uint64_t vkla__lion_bnd_slot_bytes(const vkla_lion_dims *d);
+/* One call of the backward pass (host/lion_backward.c) and its scratch; pc (may be NULL): the
+ * call is one piece of a longer one (one sequence), run in the stages of host/lion_tsplit.c:
+ * both products' state scans take and give the states at the piece's ends through boundary
+ * slots (as the forward's), and the decay gradient carries its suffix sum and dg_gamma's
+ * running sum across pieces (shaders/lion/bwd_dg.comp, bit 19). */
+enum { LION_BWD_SCAN_Q = 1, /* dq's product's scan alone */
+       LION_BWD_SCANS = 2,  /* both scans (with normalize, the forward output and do' between) */
+       LION_BWD_ALL = 3 };
+typedef struct vkla_lion_bwd_piece {
+    vkla_buffer *buf;
+    uint64_t slots_q, slots_k; /* bytes: this piece's two boundary slots of each scan */
+    uint64_t carry;            /* bytes: [2, H] f32 (dg_gamma's running sum, dg's carry) */
+    uint32_t nsh;              /* heads (one sequence per piece) */
+    int stage;
+    bool final;                /* the last piece recorded: dg_gamma from the running sum */
+} vkla_lion_bwd_piece;
+vkla_result vkla__lion_backward_scratch_one(vkla_context *ctx, const vkla_lion_backward_args *a,
+                                            uint64_t *bytes, bool *short_path);
+vkla_result vkla__lion_backward_record_one(vkla_context *ctx, VkCommandBuffer cmd,
+                                           const vkla_lion_backward_args *a, bool run_mode,
+                                           const vkla_lion_bwd_piece *pc);
+vkla_result vkla__lion_backward_tsplit_scratch(vkla_context *ctx,
+                                               const vkla_lion_backward_args *a, uint64_t *bytes);
+vkla_result vkla__lion_backward_tsplit_record(vkla_context *ctx, VkCommandBuffer cmd,
+                                              const vkla_lion_backward_args *a, bool run_mode);
+
 /* The forward's scratch and record (host/lion_tsplit.c): one call, or pieces of T when the
  * call's scratch would pass the context's scratch limit, one (sequence, head) slab exceeds
  * maxStorageBufferRange, or the sequences are longer than LION_MAX_PIECE tokens. */

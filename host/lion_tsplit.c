@@ -1,35 +1,47 @@
-/* LION's chunk form on long sequences: a forward call whose scratch would pass the context's
- * scratch limit, whose (sequence, head) slab of some tensor exceeds maxStorageBufferRange, or
- * whose sequences are longer than LION_MAX_PIECE tokens runs as pieces of T (whole 64-token
- * tiles of one batch row), each an ordinary call of the op on views of the tensors.
+/* LION on long sequences: a call of the chunk-form forward or of the backward pass whose scratch
+ * would pass the context's scratch limit, whose (sequence, head) slab of some tensor exceeds
+ * maxStorageBufferRange, or whose sequences are longer than LION_MAX_PIECE tokens runs as
+ * pieces of T (whole 64-token tiles of one batch row), each an ordinary call of the op on
+ * views of the tensors.
  *
  * Every token sees every other token of its sequence, so a piece needs the states of both its
  * sides: the forward scan's state of all earlier tokens and the backward scan's state of all
  * later ones. Boundary slots 0..m (m pieces) hold them: slot p the forward state entering
- * piece p and the backward state leaving piece p towards the start (all tokens from piece p
- * on). A first sweep runs the state pass alone over pieces m-1 .. 1, which fills the backward
- * halves; the second runs the pieces in order, each starting its forward scan from slot p (the
- * previous piece wrote it) and its backward scan from slot p+1, and writing o. Slot 0's forward
- * half and slot m's backward half stay zero.
+ * piece p and the backward state of all tokens from piece p on. chunk_state with F_BND starts
+ * each scan of a piece from its slot and writes the state leaving it (shaders/lion/
+ * chunk_state.comp). Slot 0's forward half and slot m's backward half stay zero.
  *
- * Batch rows run one after another, each its own chain (the slots are zeroed again for each).
- * Scratch: one piece's scratch, then the m + 1 slots (heads x 2 x K x (V + 1) floats each); the
- * piece length is the longest whose total stays within the limit.
+ * Forward: sweep 1 runs the state pass alone over pieces m-1 .. 1 (filling the backward
+ * halves), sweep 2 the pieces in order (each forward half written by the piece before).
  *
- * Varlen calls, and the attn and rnn forms, are not split: they keep the op's own checks
- * (a slab beyond the range is refused with a message naming why). */
+ * Backward (two products with a scan each, dq's and dk's, docs/lion.md): the full pieces run
+ * from the last to the first, because the decay gradient is a suffix sum over the sequence
+ * (bwd_dg.comp carries the later pieces' part); a sweep over pieces 0 .. m-2 first fills the
+ * forward halves of both scans' slots. Under normalize, dk's product needs do', which needs
+ * the forward output of the piece and so dq's complete states: dq's scan then first runs
+ * alone over pieces 0 .. m-2 and m-1 .. 1. dg_gamma is a running sum over all pieces and rows,
+ * written after the last.
+ *
+ * Batch rows run one after another, each its own chain (the slots are zeroed for each).
+ * Scratch: one piece's scratch, then the slots (heads x 2 x K x (V + 1) floats each, m + 1 per
+ * scan), then the backward's [2, H] carry; the piece length is the longest whose total stays
+ * within the limit.
+ *
+ * Not split: varlen calls and the attn and rnn forms of the forward (the op's own checks then
+ * apply: a slab beyond the range is refused with a message naming why). */
 #include "lion_common.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define OP "lion"
-
+/* What a split call of either pass is made of. */
 typedef struct lplan {
     bool split;
     uint32_t P, m;              /* piece length (tokens), pieces */
-    uint64_t piece_scratch, slot_bytes, off_slots, total;
-    uint32_t nsh;
+    uint64_t slot_bytes;        /* one boundary slot of one scan */
+    uint32_t nscan;             /* scans with slots: 1 (forward) or 2 (backward) */
+    uint64_t off_slots, off_carry, area, total;
+    uint32_t H;
 } lplan;
 
 /* A view of row b, tokens [t0, t0 + len) of a [B,T,...] tensor (strides made explicit). */
@@ -46,27 +58,62 @@ static void cut(vkla_tensor *t, uint64_t b, uint64_t t0, uint64_t len)
     t->shape[1] = len;
 }
 
-static vkla_lion_args piece_args(const vkla_lion_args *a, uint64_t b, uint64_t t0, uint64_t len,
-                                 vkla_buffer *scr, uint64_t soff)
+static void cut_fwd(vkla_lion_args *pa, uint64_t b, uint64_t t0, uint64_t len)
 {
-    vkla_lion_args pa = *a;
-    vkla_tensor *ts[5] = {&pa.q, &pa.k, &pa.v, &pa.o, &pa.g};
+    vkla_tensor *ts[5] = {&pa->q, &pa->k, &pa->v, &pa->o, &pa->g};
     for (int i = 0; i < 5; i++)
         cut(ts[i], b, t0, len);
-    pa.scratch = scr;
-    pa.scratch_offset = soff;
-    return pa;
+}
+
+/* The args of one piece (either pass: bwd NULL for the forward). */
+typedef struct call {
+    const vkla_lion_args *fwd;
+    const vkla_lion_backward_args *bwd;
+} call;
+
+static void piece_args(const call *c, uint64_t b, uint64_t t0, uint64_t len, vkla_buffer *scr,
+                       uint64_t soff, vkla_lion_args *fa, vkla_lion_backward_args *ba)
+{
+    if (c->bwd) {
+        *ba = *c->bwd;
+        cut_fwd(&ba->fwd, b, t0, len);
+        vkla_tensor *ts[5] = {&ba->dout, &ba->dq, &ba->dk, &ba->dv, &ba->dg};
+        for (int i = 0; i < 5; i++)
+            cut(ts[i], b, t0, len);
+        ba->scratch = scr;
+        ba->scratch_offset = soff;
+    } else {
+        *fa = *c->fwd;
+        cut_fwd(fa, b, t0, len);
+        fa->scratch = scr;
+        fa->scratch_offset = soff;
+    }
+}
+
+static vkla_result one_scratch(vkla_context *ctx, const call *c, const vkla_lion_args *fa,
+                               const vkla_lion_backward_args *ba, uint64_t *bytes, bool *sh)
+{
+    return c->bwd ? vkla__lion_backward_scratch_one(ctx, ba, bytes, sh)
+                  : vkla__lion_scratch_one(ctx, fa, bytes, sh);
 }
 
 /* Does one (row, head) slab of len tokens of every token tensor fit one storage-buffer range? */
-static bool fits_range(vkla_context *ctx, const vkla_lion_args *a, uint64_t len)
+static bool fits_range(vkla_context *ctx, const call *c, uint64_t len)
 {
     const uint64_t range = ctx->caps.props.limits.maxStorageBufferRange;
     const uint64_t align = ctx->caps.props.limits.minStorageBufferOffsetAlignment;
-    const vkla_tensor *ts[5] = {&a->q, &a->k, &a->v, &a->o, &a->g};
-    for (int i = 0; i < 5; i++) {
+    const vkla_lion_args *f = c->bwd ? &c->bwd->fwd : c->fwd;
+    const vkla_tensor *ts[10] = {&f->q, &f->k, &f->v, c->bwd ? NULL : &f->o, &f->g};
+    if (c->bwd) {
+        ts[5] = &c->bwd->dout;
+        ts[6] = &c->bwd->dq;
+        ts[7] = &c->bwd->dk;
+        ts[8] = &c->bwd->dv;
+        ts[9] = &c->bwd->dg;
+    }
+    for (int i = 0; i < 10; i++) {
         const vkla_tensor *t = ts[i];
-        if (!t->buffer)
+        if (!t || !t->buffer)
             continue;
         uint64_t st[VKLA_MAX_DIMS];
         vkla__tensor_strides(t, st);
@@ -77,46 +124,51 @@ static bool fits_range(vkla_context *ctx, const vkla_lion_args *a, uint64_t len)
     return true;
 }
 
-static vkla_result make_lplan(vkla_context *ctx, const vkla_lion_args *a, lplan *lp)
+static vkla_result make_lplan(vkla_context *ctx, const call *c, const char *op, lplan *lp)
 {
     memset(lp, 0, sizeof(*lp));
+    const vkla_lion_args *f = c->bwd ? &c->bwd->fwd : c->fwd;
     uint64_t full;
     bool short_path = false;
-    vkla_result r = vkla__lion_scratch_one(ctx, a, &full, &short_path); /* every check */
+    vkla_result r = one_scratch(ctx, c, c->fwd, c->bwd, &full, &short_path); /* every check */
     if (r != VKLA_SUCCESS)
         return r;
     lp->total = full;
-    const vkla_form form = a->form == VKLA_FORM_DEFAULT ? VKLA_FORM_CHUNK : a->form;
-    const uint64_t T = a->q.shape[1];
-    if (form != VKLA_FORM_CHUNK || a->cu_seqlens || short_path || T <= LION_TILE)
+    const vkla_form form = f->form == VKLA_FORM_DEFAULT ? VKLA_FORM_CHUNK : f->form;
+    const uint64_t T = f->q.shape[1];
+    if ((!c->bwd && form != VKLA_FORM_CHUNK) || f->cu_seqlens || short_path || T <= LION_TILE)
         return VKLA_SUCCESS;
     /* the scratch bound (the op binds its scratch per head and the slots two at a time, so
      * unlike the causal ops' splits the whole need not fit one storage-buffer range) */
     const uint64_t bound = ctx->scratch_limit;
     const uint64_t range = ctx->caps.props.limits.maxStorageBufferRange;
-    if (full <= bound && T <= LION_MAX_PIECE && fits_range(ctx, a, T))
+    if (full <= bound && T <= LION_MAX_PIECE && fits_range(ctx, c, T))
         return VKLA_SUCCESS;
 
-    const uint64_t H = a->q.shape[2];
+    const uint64_t H = f->q.shape[2];
     if (H >= 32768)
         return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
-                          OP ": a call split along T takes at most 32767 heads (got %llu)",
+                          "%s: a call split along T takes at most 32767 heads (got %llu)", op,
                           (unsigned long long)H);
-    vkla_lion_dims d;
-    vkla_lion_args one = piece_args(a, 0, 0, LION_TILE, NULL, 0);
-    if ((r = vkla__lion_check(ctx, OP, &one, true, &d)) != VKLA_SUCCESS)
-        return r;
-    lp->slot_bytes = vkla__lion_bnd_slot_bytes(&d); /* one row */
-    const uint64_t state_row = 4ull * 2 * ((d.K + 3) & ~3u) * ((d.V + 3) & ~3u); /* per chunk */
-    const uint32_t C = d.C;
-    vkla__seqs_free(&d.seqs);
+    /* a slot: [H, 2, rows, cols + 1] floats, the scans' states rows x cols (backward: the
+     * products' states are align4(V') x align4(K), the forward's align4(K) x align4(V)) */
+    const uint64_t K4 = (f->q.shape[3] + 3) & ~3ull;
+    const uint64_t V1 = f->v.shape[3] + (c->bwd && f->normalize ? 1 : 0);
+    const uint64_t V4 = (V1 + 3) & ~3ull;
+    const uint64_t rows = c->bwd ? V4 : K4, cols = c->bwd ? K4 : V4;
+    lp->slot_bytes = 4 * H * 2 * rows * (cols + 1);
+    lp->nscan = c->bwd ? 2 : 1;
+    lp->H = (uint32_t)H;
+    const uint64_t C = f->chunk_size ? f->chunk_size : 64;
+    const uint64_t state_row = 4 * 2 * rows * cols; /* one head's states of one chunk */
     const uint64_t al =
         vkla__align_up(ctx->caps.props.limits.minStorageBufferOffsetAlignment, 256);
     if (2 * lp->slot_bytes + al > range)
         return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
-                          OP ": the states at a piece boundary (%llu heads, K = %u, V = %u) do "
-                          "not fit maxStorageBufferRange; split the heads over calls",
-                          (unsigned long long)H, d.K, d.V);
+                          "%s: the states at a piece boundary (%llu heads, K = %llu, V = %llu) "
+                          "do not fit maxStorageBufferRange; split the heads over calls",
+                          op, (unsigned long long)H, (unsigned long long)f->q.shape[3],
+                          (unsigned long long)f->v.shape[3]);
     /* the longest piece (whole tiles) whose scratch and slots fit the bound */
     const uint64_t tiles = (T + LION_TILE - 1) / LION_TILE;
     uint64_t prev = 0;
@@ -126,37 +178,60 @@ static vkla_result make_lplan(vkla_context *ctx, const vkla_lion_args *a, lplan 
             continue;
         prev = P;
         const uint64_t m = (T + P - 1) / P;
-        if (!fits_range(ctx, a, P) || (P / C) * state_row + al > range)
+        if (!fits_range(ctx, c, P) || (P / C) * state_row + al > range)
             continue;
-        vkla_lion_args pa = piece_args(a, 0, 0, P, NULL, 0);
+        vkla_lion_args fa;
+        vkla_lion_backward_args ba;
+        piece_args(c, 0, 0, P, NULL, 0, &fa, &ba);
         uint64_t ps;
         bool psh = false;
-        if ((r = vkla__lion_scratch_one(ctx, &pa, &ps, &psh)) != VKLA_SUCCESS)
+        if ((r = one_scratch(ctx, c, &fa, &ba, &ps, &psh)) != VKLA_SUCCESS)
             return r;
         if (psh) /* the short path has no state scans to chain */
             continue;
-        const uint64_t off = vkla__align_up(ps, al), total = off + (m + 1) * lp->slot_bytes;
-        if (total > bound)
+        const uint64_t off = vkla__align_up(ps, al);
+        const uint64_t slots = lp->nscan * (m + 1) * lp->slot_bytes;
+        const uint64_t carry = c->bwd ? 8 * H : 0;
+        if (off + slots + carry > bound)
             continue;
         lp->split = true;
         lp->P = (uint32_t)P;
         lp->m = (uint32_t)m;
-        lp->piece_scratch = ps;
         lp->off_slots = off;
-        lp->total = total;
-        lp->nsh = (uint32_t)H;
+        lp->off_carry = off + slots;
+        lp->area = slots + carry;
+        lp->total = off + slots + carry;
         return VKLA_SUCCESS;
     }
     return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
-                      OP ": no piece of whole 64-token tiles fits the scratch bound of %llu bytes "
+                      "%s: no piece of whole 64-token tiles fits the scratch bound of %llu bytes "
                       "(vkla_context_set_scratch_limit) and maxStorageBufferRange",
-                      (unsigned long long)bound);
+                      op, (unsigned long long)bound);
+}
+
+/* Zero fill of [off, off + size) of the scratch, ordered after earlier work and before the
+ * compute work that follows. */
+static void zero(vkla_context *ctx, VkCommandBuffer cmd, vkla_buffer *scr, uint64_t off,
+                 uint64_t size)
+{
+    vkla__order_after_earlier(ctx, cmd);
+    ctx->vk.vkCmdFillBuffer(cmd, scr->buffer, scr->base + off, size, 0);
+    vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+}
+
+static uint64_t piece_len(const lplan *lp, uint64_t T, uint32_t p)
+{
+    const uint64_t t0 = (uint64_t)p * lp->P;
+    return T - t0 < lp->P ? T - t0 : lp->P;
 }
 
 vkla_result vkla__lion_tsplit_scratch(vkla_context *ctx, const vkla_lion_args *a, uint64_t *bytes)
 {
     lplan lp;
-    vkla_result r = make_lplan(ctx, a, &lp);
+    const call c = {a, NULL};
+    vkla_result r = make_lplan(ctx, &c, "lion", &lp);
     if (r == VKLA_SUCCESS)
         *bytes = lp.total;
     return r;
@@ -166,36 +241,107 @@ vkla_result vkla__lion_tsplit_record(vkla_context *ctx, VkCommandBuffer cmd,
                                      const vkla_lion_args *a, bool run_mode)
 {
     lplan lp;
-    vkla_result r = make_lplan(ctx, a, &lp);
+    const call c = {a, NULL};
+    vkla_result r = make_lplan(ctx, &c, "lion", &lp);
     if (r != VKLA_SUCCESS)
         return r;
     if (!lp.split)
         return vkla__lion_record_one(ctx, cmd, a, run_mode, NULL);
     vkla_buffer *scr;
     uint64_t soff;
-    if ((r = vkla__resolve_scratch(ctx, OP, lp.total, a->scratch, a->scratch_offset, run_mode, 0,
-                                   &scr, &soff)) != VKLA_SUCCESS)
+    if ((r = vkla__resolve_scratch(ctx, "lion", lp.total, a->scratch, a->scratch_offset, run_mode,
+                                   0, &scr, &soff)) != VKLA_SUCCESS)
         return r;
     const uint64_t T = a->q.shape[1];
     for (uint64_t b = 0; b < a->q.shape[0]; b++) {
-        /* the slots start at zero (the two outer ends of the sequence) */
-        vkla__order_after_earlier(ctx, cmd);
-        ctx->vk.vkCmdFillBuffer(cmd, scr->buffer, scr->base + soff + lp.off_slots,
-                                (lp.m + 1) * lp.slot_bytes, 0);
-        vkla__barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        zero(ctx, cmd, scr, soff + lp.off_slots, lp.area);
         /* sweep 1 (i < m): the backward states at the piece boundaries, from the end; sweep 2:
          * the pieces in order, o written */
         for (uint32_t i = 1; i < 2 * lp.m; i++) {
             const bool states_only = i < lp.m;
             const uint32_t p = states_only ? lp.m - i : i - lp.m;
-            const uint64_t t0 = (uint64_t)p * lp.P, len = T - t0 < lp.P ? T - t0 : lp.P;
-            vkla_lion_args pa = piece_args(a, b, t0, len, scr, soff);
-            vkla_lion_bnd bnd = {scr, soff + lp.off_slots + p * lp.slot_bytes, lp.nsh,
-                                 states_only};
+            vkla_lion_args pa;
+            piece_args(&c, b, (uint64_t)p * lp.P, piece_len(&lp, T, p), scr, soff, &pa, NULL);
+            vkla_lion_bnd bnd = {scr, soff + lp.off_slots + p * lp.slot_bytes, lp.H, states_only};
             if ((r = vkla__lion_record_one(ctx, cmd, &pa, false, &bnd)) != VKLA_SUCCESS)
                 return r;
+        }
+    }
+    return VKLA_SUCCESS;
+}
+
+vkla_result vkla__lion_backward_tsplit_scratch(vkla_context *ctx,
+                                               const vkla_lion_backward_args *a, uint64_t *bytes)
+{
+    lplan lp;
+    const call c = {NULL, a};
+    vkla_result r = a ? make_lplan(ctx, &c, "lion_backward", &lp)
+                      : vkla__lion_backward_scratch_one(ctx, a, bytes, NULL);
+    if (a && r == VKLA_SUCCESS)
+        *bytes = lp.total;
+    return r;
+}
+
+vkla_result vkla__lion_backward_tsplit_record(vkla_context *ctx, VkCommandBuffer cmd,
+                                              const vkla_lion_backward_args *a, bool run_mode)
+{
+    if (!a)
+        return vkla__lion_backward_record_one(ctx, cmd, a, run_mode, NULL);
+    lplan lp;
+    const call c = {NULL, a};
+    vkla_result r = make_lplan(ctx, &c, "lion_backward", &lp);
+    if (r != VKLA_SUCCESS)
+        return r;
+    if (!lp.split)
+        return vkla__lion_backward_record_one(ctx, cmd, a, run_mode, NULL);
+    vkla_buffer *scr;
+    uint64_t soff;
+    if ((r = vkla__resolve_scratch(ctx, "lion_backward", lp.total, a->scratch, a->scratch_offset,
+                                   run_mode, 0, &scr, &soff)) != VKLA_SUCCESS)
+        return r;
+    const uint64_t T = a->fwd.q.shape[1], B = a->fwd.q.shape[0];
+    const uint64_t slots_q = soff + lp.off_slots, slots_k = slots_q + (lp.m + 1) * lp.slot_bytes;
+    const uint64_t carry = soff + lp.off_carry;
+    /* the sweeps of one row: {stage, first piece, last piece} (p runs up or down; m >= 2) */
+    struct sweep {
+        int stage;
+        int64_t from, to;
+    } sw[4];
+    int nsw = 0;
+    const int64_t m = lp.m;
+    if (a->fwd.normalize) {
+        sw[nsw++] = (struct sweep){LION_BWD_SCAN_Q, 0, m - 2};
+        sw[nsw++] = (struct sweep){LION_BWD_SCAN_Q, m - 1, 1};
+    }
+    sw[nsw++] = (struct sweep){LION_BWD_SCANS, 0, m - 2};
+    sw[nsw++] = (struct sweep){LION_BWD_ALL, m - 1, 0};
+    for (uint64_t b = 0; b < B; b++) {
+        /* every slot at zero, and the carry's suffix sum (its dg_gamma running sum only once) */
+        if (b == 0) {
+            zero(ctx, cmd, scr, slots_q, lp.area);
+        } else {
+            zero(ctx, cmd, scr, slots_q, carry - slots_q);
+            zero(ctx, cmd, scr, carry + 4ull * lp.H, 4ull * lp.H);
+        }
+        for (int s = 0; s < nsw; s++) {
+            const int64_t step = sw[s].to >= sw[s].from ? 1 : -1;
+            for (int64_t p = sw[s].from;; p += step) {
+                vkla_lion_backward_args pa;
+                piece_args(&c, b, (uint64_t)p * lp.P, piece_len(&lp, T, (uint32_t)p), scr, soff,
+                           NULL, &pa);
+                vkla_lion_bwd_piece pc = {scr,
+                                          slots_q + (uint64_t)p * lp.slot_bytes,
+                                          slots_k + (uint64_t)p * lp.slot_bytes,
+                                          carry,
+                                          lp.H,
+                                          sw[s].stage,
+                                          sw[s].stage == LION_BWD_ALL && p == 0 && b + 1 == B};
+                if ((r = vkla__lion_backward_record_one(ctx, cmd, &pa, false, &pc)) !=
+                    VKLA_SUCCESS)
+                    return r;
+                if (p == sw[s].to)
+                    break;
+            }
         }
     }
     return VKLA_SUCCESS;

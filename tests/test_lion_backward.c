@@ -26,6 +26,7 @@ typedef struct bcase {
     uint64_t seed;
     double gmin, gmax;  /* g in [gmin, gmax) (default [-1, 0)) */
     int want;           /* gradients to request (default all that exist) */
+    double split;       /* > 0: a scratch limit of this fraction of the call's own need */
 } bcase;
 
 typedef struct bdata {
@@ -240,9 +241,21 @@ static void run_case(const char *name, const bcase *c)
         th_tensor_new(&dgamma, VKLA_DTYPE_F32, 1, sgam, NULL);
         a.dg_gamma = dgamma.t;
     }
+    assert_int_equal(vkla_context_set_scratch_limit(th_ctx(), 0), VKLA_SUCCESS);
+    if (c->split > 0) { /* pieces of T (host/lion_tsplit.c) */
+        uint64_t full = 0, need = 0;
+        assert_int_equal(vkla_lion_backward_scratch_size(th_ctx(), &a, &full), VKLA_SUCCESS);
+        const uint64_t limit = (uint64_t)(full * c->split);
+        assert_int_equal(vkla_context_set_scratch_limit(th_ctx(), limit), VKLA_SUCCESS);
+        vkla_result rs = vkla_lion_backward_scratch_size(th_ctx(), &a, &need);
+        if (rs != VKLA_SUCCESS || need > limit)
+            fail_msg("%s: scratch %llu for a limit of %llu: %s", name, (unsigned long long)need,
+                     (unsigned long long)limit, vkla_last_error(th_ctx()));
+    }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     vkla_result r = vkla_lion_backward_run(th_ctx(), &a);
+    assert_int_equal(vkla_context_set_scratch_limit(th_ctx(), 0), VKLA_SUCCESS);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (getenv("TH_TIME"))
         fprintf(stderr, "%-48s %8.1f ms\n", name,
@@ -289,6 +302,34 @@ static void run_case(const char *name, const bcase *c)
         th_tensor_free(all[i]);
     free_data(&d);
     th_check_validation();
+}
+
+/* Long sequences: the backward as pieces of T (host/lion_tsplit.c), forced by a scratch limit
+ * below the call's own need: both products' states carried across the pieces, the decay
+ * gradient's suffix sum and dg_gamma's running sum across pieces and batch rows; odd T, every
+ * variant, normalize (its extra sweeps), dtypes, chunk sizes, a partial request. */
+static void test_long_pieces(void **state)
+{
+    (void)state;
+    const bcase cases[] = {
+        {.B = 2, .T = 203, .H = 2, .K = 20, .V = 24, .gates = G | GAMMA, .dt = VKLA_DTYPE_F32,
+         .chunk = 16, .seed = 950, .split = 0.6},
+        {.B = 1, .T = 321, .H = 2, .K = 32, .V = 16, .gates = GAMMA, .normalize = 1,
+         .dt = VKLA_DTYPE_BF16, .chunk = 16, .seed = 951, .split = 0.6},
+        {.B = 2, .T = 200, .H = 1, .K = 12, .V = 20, .normalize = 1, .dt = VKLA_DTYPE_F16,
+         .chunk = 32, .seed = 952, .split = 0.7},
+        {.B = 2, .T = 150, .H = 2, .K = 16, .V = 16, .gates = G, .normalize = 1,
+         .dt = VKLA_DTYPE_F32, .chunk = 16, .seed = 953, .split = 0.6},
+        {.B = 1, .T = 450, .H = 1, .K = 16, .V = 32, .gates = G, .dt = VKLA_DTYPE_F32,
+         .chunk = 16, .seed = 954, .want = W_DQ | W_DG, .split = 0.5},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char name[96];
+        snprintf(name, sizeof(name), "pieces %s%s T=%u %s", variant_name(cases[i].gates),
+                 cases[i].normalize ? " normalize" : "", cases[i].T,
+                 vkla_dtype_name(cases[i].dt));
+        run_case(name, &cases[i]);
+    }
 }
 
 /* (b) every variant x normalize x dtype; two batch rows, T not a multiple of the chunk */
@@ -697,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_gpu_blocks),
         cmocka_unit_test(test_fused_views_scratch),
         cmocka_unit_test(test_short_path),
+        cmocka_unit_test(test_long_pieces),
     };
     return cmocka_run_group_tests_name("lion_backward", tests, th_setup, th_teardown);
 }

@@ -8,11 +8,15 @@
 // pc.cfg bit 16: write da into dg (binding 3, [B, T, H] f32); bit 17: write the sequence's sum
 // of da into the partials (binding 9, [N, H]). bit 18 (final step): dg_gamma[h] (binding 3) =
 // the sum of the partials of the pc.xs sequences, in order (no float atomics).
+// bit 19: the call is one piece of a longer sequence, run from the last piece to the first
+// (host/lion_tsplit.c, one sequence per call): binding 9 holds [2, H] floats, row 1 the sum of
+// w over the later pieces (added to this piece's suffix sums, then advanced by its own), row 0
+// the running sum of da over the pieces done (added to instead of written, with bit 17).
 // Grid: x = 1, y = heads, z = sequences (final step: z = 1). Lanes: 64.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-const uint OUT_DG = 1u << 16u, OUT_PARTIAL = 1u << 17u, FINAL = 1u << 18u;
+const uint OUT_DG = 1u << 16u, OUT_PARTIAL = 1u << 17u, FINAL = 1u << 18u, CARRY = 1u << 19u;
 
 shared float s_x[TW];
 shared float s_sum[TW];
@@ -60,7 +64,9 @@ void main()
         s_x[lid] = y;
     }
     barrier();
-    float run = s_x[lid] - own, total = 0.0;
+    const bool carry = (pc.cfg & CARRY) != 0u;
+    const float later = carry ? z_buf[pc.z_base + pc.H + h] : 0.0;
+    float run = s_x[lid] - own + later, total = 0.0;
     for (uint t = a1; t > a0; t--) {
         const uint row = row0 + (t - 1u) * pc.H;
         const vec2 wr = pair(row);
@@ -77,7 +83,15 @@ void main()
             float acc = 0.0;
             for (uint i = 0u; i < TW; i++)
                 acc += s_sum[i];
-            z_buf[pc.z_base + s * pc.H + h] = acc;
+            if (carry)
+                z_buf[pc.z_base + h] += acc;
+            else
+                z_buf[pc.z_base + s * pc.H + h] = acc;
         }
+    }
+    if (carry) {
+        barrier();   // every lane has read the carry
+        if (lid == 0u)
+            z_buf[pc.z_base + pc.H + h] = later + s_x[0];
     }
 }
