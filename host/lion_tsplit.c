@@ -27,8 +27,10 @@
  * scan), then the backward's [2, H] carry; the piece length is the longest whose total stays
  * within the limit.
  *
- * Not split: varlen calls and the attn and rnn forms of the forward (the op's own checks then
- * apply: a slab beyond the range is refused with a message naming why). */
+ * A forward call of the attn or rnn form that needs pieces runs them in the chunk form (the
+ * three forms compute the same o; only the chunk form has states to carry between pieces).
+ * Not split: varlen calls (the op's own checks then apply: a slab beyond the range is refused
+ * with a message naming why). */
 #include "lion_common.h"
 
 #include <stdlib.h>
@@ -58,11 +60,14 @@ static void cut(vkla_tensor *t, uint64_t b, uint64_t t0, uint64_t len)
     t->shape[1] = len;
 }
 
+/* The forward's pieces always run the chunk form (the forms compute the same; only the chunk
+ * form has states to carry). */
 static void cut_fwd(vkla_lion_args *pa, uint64_t b, uint64_t t0, uint64_t len)
 {
     vkla_tensor *ts[5] = {&pa->q, &pa->k, &pa->v, &pa->o, &pa->g};
     for (int i = 0; i < 5; i++)
         cut(ts[i], b, t0, len);
+    pa->form = VKLA_FORM_CHUNK;
 }
 
 /* The args of one piece (either pass: bwd NULL for the forward). */
@@ -134,9 +139,8 @@ static vkla_result make_lplan(vkla_context *ctx, const call *c, const char *op, 
     if (r != VKLA_SUCCESS)
         return r;
     lp->total = full;
-    const vkla_form form = f->form == VKLA_FORM_DEFAULT ? VKLA_FORM_CHUNK : f->form;
     const uint64_t T = f->q.shape[1];
-    if ((!c->bwd && form != VKLA_FORM_CHUNK) || f->cu_seqlens || short_path || T <= LION_TILE)
+    if (f->cu_seqlens || short_path || T <= LION_TILE)
         return VKLA_SUCCESS;
     /* the scratch bound (the op binds its scratch per head and the slots two at a time, so
      * unlike the causal ops' splits the whole need not fit one storage-buffer range) */

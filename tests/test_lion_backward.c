@@ -330,6 +330,74 @@ static void test_long_pieces(void **state)
                  vkla_dtype_name(cases[i].dt));
         run_case(name, &cases[i]);
     }
+
+    /* q, k, v as views of one buffer with 256 KiB between tokens: one (sequence, head) slab of
+     * 520 tokens spans 130 MiB, beyond lavapipe's 128 MiB maxStorageBufferRange */
+    vkla_context *ctx = th_ctx();
+    const bcase c = {.B = 1, .T = 520, .H = 1, .K = 16, .V = 16, .gates = G,
+                     .dt = VKLA_DTYPE_F32, .seed = 960};
+    bdata d;
+    make_data(&c, &d);
+    ref_grads(&c, &d);
+    const uint64_t F = 65536;
+    float *row = calloc(F, sizeof(float));
+    vkla_buffer *fb;
+    assert_int_equal(vkla_buffer_create(ctx, c.T * F * 4, &fb), VKLA_SUCCESS);
+    for (uint32_t t = 0; t < c.T; t++) {
+        for (uint32_t x = 0; x < 16; x++) {
+            row[x] = (float)d.q[t * 16 + x];
+            row[16 + x] = (float)d.k[t * 16 + x];
+            row[32 + x] = (float)d.v[t * 16 + x];
+        }
+        assert_int_equal(vkla_buffer_upload(ctx, fb, t * F * 4, row, 48 * 4), VKLA_SUCCESS);
+    }
+    uint64_t s4[4] = {1, c.T, 1, 16}, st[4] = {c.T * F, F, 16, 1}, s3[3] = {1, c.T, 1};
+    th_tensor dout, g, dq, dk, dv, dg;
+    th_tensor_new(&dout, VKLA_DTYPE_F32, 4, s4, d.dout);
+    th_tensor_new(&g, VKLA_DTYPE_F32, 3, s3, d.g);
+    th_tensor_new(&dq, VKLA_DTYPE_F32, 4, s4, NULL);
+    th_tensor_new(&dk, VKLA_DTYPE_F32, 4, s4, NULL);
+    th_tensor_new(&dv, VKLA_DTYPE_F32, 4, s4, NULL);
+    th_tensor_new(&dg, VKLA_DTYPE_F32, 3, s3, NULL);
+    vkla_lion_backward_args a = {0};
+    a.fwd.q = vkla_tensor_make(fb, 0, VKLA_DTYPE_F32, 4, s4);
+    a.fwd.k = vkla_tensor_make(fb, 16 * 4, VKLA_DTYPE_F32, 4, s4);
+    a.fwd.v = vkla_tensor_make(fb, 32 * 4, VKLA_DTYPE_F32, 4, s4);
+    memcpy(a.fwd.q.strides, st, sizeof(st));
+    memcpy(a.fwd.k.strides, st, sizeof(st));
+    memcpy(a.fwd.v.strides, st, sizeof(st));
+    a.fwd.g = g.t;
+    a.dout = dout.t;
+    a.dq = dq.t;
+    a.dk = dk.t;
+    a.dv = dv.t;
+    a.dg = dg.t;
+    vkla_result r = vkla_lion_backward_run(ctx, &a);
+    if (r != VKLA_SUCCESS)
+        fail_msg("slab beyond the range: %s: %s", vkla_result_string(r), vkla_last_error(ctx));
+    const struct {
+        const char *n;
+        th_tensor *t;
+        const double *ref;
+        size_t count;
+    } outs[] = {{"dq", &dq, d.dq, d.nq}, {"dk", &dk, d.dk, d.nq}, {"dv", &dv, d.dv, d.nv},
+                {"dg", &dg, d.dg, d.ng}};
+    for (int i = 0; i < 4; i++) {
+        float *out = malloc(outs[i].count * sizeof(float));
+        th_tensor_read(outs[i].t, out);
+        char what[64];
+        snprintf(what, sizeof(what), "slab beyond the range: %s", outs[i].n);
+        th_assert_close(what, outs[i].ref, out, outs[i].count,
+                        th_target(outs[i].ref, outs[i].count, VKLA_DTYPE_F32));
+        free(out);
+    }
+    th_tensor *all[] = {&dout, &g, &dq, &dk, &dv, &dg};
+    for (int i = 0; i < 6; i++)
+        th_tensor_free(all[i]);
+    vkla_buffer_destroy(ctx, fb);
+    free(row);
+    free_data(&d);
+    th_check_validation();
 }
 
 /* (b) every variant x normalize x dtype; two batch rows, T not a multiple of the chunk */
