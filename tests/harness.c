@@ -195,6 +195,30 @@ void th_tensor_read(th_tensor *tt, float *out)
     free(host);
 }
 
+vkla_buffer *th_spread_views(uint32_t T, uint32_t X, uint64_t stride, int n,
+                             const double *const *rows, vkla_tensor *views)
+{
+    vkla_buffer *buf;
+    assert_int_equal(vkla_buffer_create(th_ctx(), T * stride * 4, &buf), VKLA_SUCCESS);
+    float *row = calloc((size_t)n * X, sizeof(float));
+    assert_non_null(row);
+    for (uint32_t t = 0; t < T; t++) {
+        for (int i = 0; i < n; i++)
+            for (uint32_t x = 0; x < X; x++)
+                row[(size_t)i * X + x] = (float)rows[i][(size_t)t * X + x];
+        assert_int_equal(vkla_buffer_upload(th_ctx(), buf, t * stride * 4, row,
+                                            (uint64_t)n * X * 4),
+                         VKLA_SUCCESS);
+    }
+    free(row);
+    const uint64_t shape[4] = {1, T, 1, X}, st[4] = {T * stride, stride, X, 1};
+    for (int i = 0; i < n; i++) {
+        views[i] = vkla_tensor_make(buf, (uint64_t)i * X * 4, VKLA_DTYPE_F32, 4, shape);
+        memcpy(views[i].strides, st, sizeof(st));
+    }
+    return buf;
+}
+
 void th_tensor_free(th_tensor *tt)
 {
     if (tt->buf)

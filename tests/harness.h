@@ -48,6 +48,13 @@ void th_tensor_read(th_tensor *tt, float *out);
 void th_tensor_free(th_tensor *tt);
 size_t th_count(uint32_t ndim, const uint64_t *shape);
 
+/* Views of n [1, T, 1, X] f32 tensors (rows[i]: T x X doubles) in one buffer whose tokens lie
+ * `stride` floats apart (tensor i's row of token t at t * stride + i * X): one sequence of one
+ * head then spans about T * stride * 4 bytes, e.g. beyond maxStorageBufferRange. views[i] gets
+ * tensor i; returns the buffer (destroy it after the views). */
+vkla_buffer *th_spread_views(uint32_t T, uint32_t X, uint64_t stride, int n,
+                             const double *const *rows, vkla_tensor *views);
+
 /* NMSE target for an output stored in dtype: f32 1e-9, else 10x the error of rounding the
  * reference once to the dtype (SPEC "Accuracy"). */
 double th_target(const double *ref, size_t n, vkla_dtype dt);

@@ -656,29 +656,17 @@ static void test_long_pieces(void **state)
                        .dt = VKLA_DTYPE_F32, .form = VKLA_FORM_CHUNK, .seed = 910};
         lion_data d;
         make_data(&c, &d);
-        const uint64_t F = 65536, bytes = c.T * F * 4;
-        float *row = calloc(F, sizeof(float));
-        vkla_buffer *fb;
-        assert_int_equal(vkla_buffer_create(ctx, bytes, &fb), VKLA_SUCCESS);
-        for (uint32_t t = 0; t < c.T; t++) {
-            for (uint32_t x = 0; x < 16; x++) {
-                row[x] = (float)d.q[t * 16 + x];
-                row[16 + x] = (float)d.k[t * 16 + x];
-                row[32 + x] = (float)d.v[t * 16 + x];
-            }
-            assert_int_equal(vkla_buffer_upload(ctx, fb, t * F * 4, row, 48 * 4), VKLA_SUCCESS);
-        }
-        uint64_t sq[4] = {1, c.T, 1, 16}, st[4] = {c.T * F, F, 16, 1}, sg[3] = {1, c.T, 1};
+        uint64_t sq[4] = {1, c.T, 1, 16}, sg[3] = {1, c.T, 1};
         th_tensor o, g;
         th_tensor_new(&o, VKLA_DTYPE_F32, 4, sq, NULL);
         th_tensor_new(&g, VKLA_DTYPE_F32, 3, sg, d.g);
         vkla_lion_args a = {0};
-        a.q = vkla_tensor_make(fb, 0, VKLA_DTYPE_F32, 4, sq);
-        a.k = vkla_tensor_make(fb, 16 * 4, VKLA_DTYPE_F32, 4, sq);
-        a.v = vkla_tensor_make(fb, 32 * 4, VKLA_DTYPE_F32, 4, sq);
-        memcpy(a.q.strides, st, sizeof(st));
-        memcpy(a.k.strides, st, sizeof(st));
-        memcpy(a.v.strides, st, sizeof(st));
+        vkla_tensor qkv[3];
+        const double *rows[3] = {d.q, d.k, d.v};
+        vkla_buffer *fb = th_spread_views(c.T, 16, 65536, 3, rows, qkv);
+        a.q = qkv[0];
+        a.k = qkv[1];
+        a.v = qkv[2];
         a.o = o.t;
         a.g = g.t;
         for (int f = 0; f < 3; f++) {
@@ -696,7 +684,6 @@ static void test_long_pieces(void **state)
             th_assert_close(name, d.o, out, d.nv, th_target(d.o, d.nv, c.dt));
             free(out);
         }
-        free(row);
         th_tensor_free(&o);
         th_tensor_free(&g);
         vkla_buffer_destroy(ctx, fb);

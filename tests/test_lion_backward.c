@@ -339,19 +339,7 @@ static void test_long_pieces(void **state)
     bdata d;
     make_data(&c, &d);
     ref_grads(&c, &d);
-    const uint64_t F = 65536;
-    float *row = calloc(F, sizeof(float));
-    vkla_buffer *fb;
-    assert_int_equal(vkla_buffer_create(ctx, c.T * F * 4, &fb), VKLA_SUCCESS);
-    for (uint32_t t = 0; t < c.T; t++) {
-        for (uint32_t x = 0; x < 16; x++) {
-            row[x] = (float)d.q[t * 16 + x];
-            row[16 + x] = (float)d.k[t * 16 + x];
-            row[32 + x] = (float)d.v[t * 16 + x];
-        }
-        assert_int_equal(vkla_buffer_upload(ctx, fb, t * F * 4, row, 48 * 4), VKLA_SUCCESS);
-    }
-    uint64_t s4[4] = {1, c.T, 1, 16}, st[4] = {c.T * F, F, 16, 1}, s3[3] = {1, c.T, 1};
+    uint64_t s4[4] = {1, c.T, 1, 16}, s3[3] = {1, c.T, 1};
     th_tensor dout, g, dq, dk, dv, dg;
     th_tensor_new(&dout, VKLA_DTYPE_F32, 4, s4, d.dout);
     th_tensor_new(&g, VKLA_DTYPE_F32, 3, s3, d.g);
@@ -360,12 +348,12 @@ static void test_long_pieces(void **state)
     th_tensor_new(&dv, VKLA_DTYPE_F32, 4, s4, NULL);
     th_tensor_new(&dg, VKLA_DTYPE_F32, 3, s3, NULL);
     vkla_lion_backward_args a = {0};
-    a.fwd.q = vkla_tensor_make(fb, 0, VKLA_DTYPE_F32, 4, s4);
-    a.fwd.k = vkla_tensor_make(fb, 16 * 4, VKLA_DTYPE_F32, 4, s4);
-    a.fwd.v = vkla_tensor_make(fb, 32 * 4, VKLA_DTYPE_F32, 4, s4);
-    memcpy(a.fwd.q.strides, st, sizeof(st));
-    memcpy(a.fwd.k.strides, st, sizeof(st));
-    memcpy(a.fwd.v.strides, st, sizeof(st));
+    vkla_tensor qkv[3];
+    const double *rows[3] = {d.q, d.k, d.v};
+    vkla_buffer *fb = th_spread_views(c.T, 16, 65536, 3, rows, qkv);
+    a.fwd.q = qkv[0];
+    a.fwd.k = qkv[1];
+    a.fwd.v = qkv[2];
     a.fwd.g = g.t;
     a.dout = dout.t;
     a.dq = dq.t;
@@ -395,7 +383,6 @@ static void test_long_pieces(void **state)
     for (int i = 0; i < 6; i++)
         th_tensor_free(all[i]);
     vkla_buffer_destroy(ctx, fb);
-    free(row);
     free_data(&d);
     th_check_validation();
 }
