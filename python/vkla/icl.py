@@ -525,16 +525,24 @@ def run_table(opt):
                 _write(opt.out, rec)
         return
     import concurrent.futures
+    import copy
     import multiprocessing
     tasks.sort(key=lambda t: -(t[2] * len(t[4]) if t[0] == "train" else 0))
+    wopt = copy.copy(opt)
+    wopt.no_progress = True   # the workers' bars would interleave: one bar over the tasks here
+    bar = _bar(len(tasks), "tasks (%d jobs)" % opt.jobs) if not opt.no_progress else None
     ctx = multiprocessing.get_context("spawn")   # no Vulkan or thread state crosses a fork
     with concurrent.futures.ProcessPoolExecutor(opt.jobs, mp_context=ctx,
                                                 initializer=_worker_init,
                                                 initargs=(opt.threads,)) as pool:
-        futures = [pool.submit(_run_task, opt, t) for t in tasks]
+        futures = [pool.submit(_run_task, wopt, t) for t in tasks]
         for fut in concurrent.futures.as_completed(futures):
             for rec in fut.result():
                 _write(opt.out, rec)
+            if bar:
+                bar.update(1)
+    if bar:
+        bar.close()
 
 
 def report(path, plot=None):
