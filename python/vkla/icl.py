@@ -545,50 +545,96 @@ def run_table(opt):
         bar.close()
 
 
+def _diverged(r):
+    """A trained model whose evaluation loss is non-finite or above 1000 (the zero predictor's is
+    d / 2): training left the stable region and did not come back."""
+    return bool(r.get("diverged")) or not math.isfinite(r["loss"]) or r["loss"] > 1e3
+
+
 def report(path, plot=None):
-    """The table of adjusted losses (best over seeds) as markdown; optionally the plot."""
+    """The table of adjusted losses as markdown (per cell the best non-diverged record over the
+    seeds and runs the file holds, marked where its seed or learning rate is not the file's
+    usual one), the 1-layer models against SPEC 6's closed form, and optionally the plot."""
     rows = load_results(path)
-    best = {}
+    trained = [r for r in rows if r["layers"] > 0]
+    usual = {}
+    for r in trained:
+        usual[(r.get("seed"), r.get("lr"))] = usual.get((r.get("seed"), r.get("lr")), 0) + 1
+    usual = max(usual, key=usual.get) if usual else None
+    best, div = {}, {}
     for r in rows:
         k = (r["model"], r["layers"], r["noise"])
+        if r["layers"] > 0 and _diverged(r):
+            div[k] = r
+            continue
         if k not in best or r["adjusted_loss"] < best[k]["adjusted_loss"]:
             best[k] = r
     noises = sorted({r["noise"] for r in rows}, key=lambda s: (s[0] != "U", Noise(s).sigma_max))
     layers = sorted({r["layers"] for r in rows if r["layers"] > 0})
+    marks = {}
+
+    def cell(k):
+        if k in best:
+            r = best[k]
+            if r["layers"] > 0 and (r.get("seed"), r.get("lr")) != usual:
+                marks[(r.get("seed"), r.get("lr"))] = True
+                return "%.4f *" % r["adjusted_loss"]
+            return "%.4f" % r["adjusted_loss"]
+        return "diverged" if k in div else "-"
     lines = ["| model | " + " | ".join(noises) + " |", "|---" * (len(noises) + 1) + "|"]
     for m in MODELS:
         for L in layers:
-            cells = ["%.4f" % best[(m, L, s)]["adjusted_loss"] if (m, L, s) in best else "-"
-                     for s in noises]
+            cells = [cell((m, L, s)) for s in noises]
             if any(c != "-" for c in cells):
                 lines.append("| %s L=%d | " % (m, L) + " | ".join(cells) + " |")
     for b in BASELINES:
-        cells = ["%.4f" % best[(b, 0, s)]["adjusted_loss"] if (b, 0, s) in best else "-"
-                 for s in noises]
+        cells = [cell((b, 0, s)) for s in noises]
         if any(c != "-" for c in cells):
             lines.append("| %s | " % b + " | ".join(cells) + " |")
+    if usual is not None:
+        lines.append("")
+        lines.append("Trained models: seed %s, peak lr %g unless marked" % usual)
+        for seed, lr in sorted(marks, key=str):
+            lines.append("* seed %s, peak lr %g (the run with seed %s, lr %g diverged or did "
+                         "worse)" % (seed, lr, usual[0], usual[1]))
+        if div:
+            lines.append("Diverged (evaluation loss above 1000): " + ", ".join(
+                "%s L=%d %s (seed %s, lr %g)" % (k[0], k[1], k[2], r.get("seed"), r.get("lr"))
+                for k, r in sorted(div.items(), key=lambda kv: str(kv[0]))))
+    # the theory check of SPEC 6 on the table's 1-layer models
+    th = [(k, r) for k, r in sorted(best.items(), key=lambda kv: str(kv[0]))
+          if k[1] == 1 and k[2].startswith("U(")]
+    if th:
+        lines += ["", "| 1 layer | noise | loss | closed form | relative |", "|---|---|---:|---:|---:|"]
+        for (m, _, nz), r in th:
+            t = theory_loss(Noise(nz))
+            lines.append("| %s | %s | %.4f | %.4f | %+.2f%% |" % (m, nz, r["loss"], t,
+                                                                 100 * (r["loss"] / t - 1)))
     text = "\n".join(lines)
     if plot:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, len(noises), figsize=(3.2 * len(noises), 3.2), squeeze=False)
+        fig, axes = plt.subplots(1, len(noises), figsize=(3.2 * len(noises), 3.4), squeeze=False)
         for ax, s in zip(axes[0], noises):
             for m in MODELS:
                 pts = [(L, best[(m, L, s)]["adjusted_loss"]) for L in layers if (m, L, s) in best]
                 if pts:
                     ax.plot(*zip(*pts), marker="o", label=m)
-            for b, style in (("ConstRR", ":"), ("AdaRR", "-."), ("TunedRR", "--")):
-                if (b, 0, s) in best:
-                    ax.axhline(best[(b, 0, s)]["adjusted_loss"], ls=style, color="gray",
-                               label=b)
+            for b, style, color in (("GD-1", ":", "black"), ("ConstRR", ":", "gray"),
+                                    ("AdaRR", "-.", "gray"), ("TunedRR", "--", "gray")):
+                if (b, 0, s) in best and best[(b, 0, s)]["adjusted_loss"] > 0:
+                    ax.axhline(best[(b, 0, s)]["adjusted_loss"], ls=style, color=color,
+                               lw=1, label=b)
+            ax.set_yscale("log")
             ax.set_title("sigma ~ %s" % s)
             ax.set_xlabel("layers")
             ax.set_xticks(layers)
-        axes[0][0].set_ylabel("adjusted loss")
+        axes[0][0].set_ylabel("adjusted loss (log scale)")
         axes[0][-1].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(plot, dpi=120)
+        plt.close(fig)
     return text
 
 
