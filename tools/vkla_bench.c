@@ -353,10 +353,12 @@ typedef struct runcfg {
   uint64_t device_bytes;
   double budget_s;          /* timed GPU seconds per case; 0 = no limit */
   int kernels;              /* --kernels: also the per-kernel breakdown */
+  uint64_t scratch_limit;   /* the context's: a call whose scratch would pass it runs in pieces */
 } runcfg;
 
-/* Rough device memory of a case: inputs, outputs, states and the chunk forms' per-chunk states. */
-static double case_device_bytes(const bcase *c)
+/* Rough device memory of a case: inputs, outputs, states and the chunk forms' per-chunk states,
+ * which the op keeps within the context's scratch limit by running in pieces of T. */
+static double case_device_bytes(const bcase *c, double scratch_limit)
 {
   double tok = (double)c->B * c->T, es = (double)vkla_dtype_size(c->dtype);
   double b = tok * c->H * (2.0 * c->K + 2.0 * c->V) * es + tok * c->H * 8.0 /* g, beta */;
@@ -364,8 +366,10 @@ static double case_device_bytes(const bcase *c)
     b += tok * c->H * c->K * 4.0;
   double state = (double)c->B * c->H * c->K * (c->V + 1.0) * 4.0;
   b += 2 * state;
-  if (c->form == VKLA_FORM_CHUNK) /* one state per chunk (lion: one per direction) */
-    b += (c->op->causal ? 1.0 : 2.0) * ((double)c->T / 64.0 + 1.0) * state;
+  if (c->form == VKLA_FORM_CHUNK) { /* one state per chunk (lion: one per direction) */
+    double chunks = (c->op->causal ? 1.0 : 2.0) * ((double)c->T / 64.0 + 1.0) * state;
+    b += chunks < scratch_limit ? chunks : scratch_limit;
+  }
   return b;
 }
 
@@ -462,7 +466,7 @@ static void run_case(vkla_context *ctx, const bcase *c, const runcfg *cfg, doubl
     snprintf(cr->reason, sizeof cr->reason, "problem too large for this tool");
     return;
   }
-  double need = case_device_bytes(c);
+  double need = case_device_bytes(c, (double)cfg->scratch_limit);
   if (cfg->device_bytes && need > 0.85 * (double)cfg->device_bytes) {
     cr->status = 1;
     snprintf(cr->reason, sizeof cr->reason,
@@ -1105,7 +1109,9 @@ int main(int argc, char **argv)
     return rc;
   }
 
-  runcfg cfg = {reps, warmup, chunk, check, quiet, dv.info.device_local_bytes, budget_s, kernels};
+  runcfg cfg = {.reps = reps, .warmup = warmup, .chunk = chunk, .check = check, .quiet = quiet,
+                .device_bytes = dv.info.device_local_bytes, .budget_s = budget_s,
+                .kernels = kernels, .scratch_limit = vkla_context_scratch_limit(ctx)};
   double *times = malloc(reps * sizeof(double));
   bench_rec *recs = calloc((size_t)(cl.n ? cl.n : 1), sizeof *recs);
   if (!times || !recs) {
