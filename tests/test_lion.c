@@ -561,7 +561,7 @@ static void test_long_pieces(void **state)
 {
     (void)state;
     vkla_context *ctx = th_ctx();
-    const lion_case cases[] = {
+    lion_case cases[10] = {
         {.B = 2, .T = 203, .H = 2, .K = 20, .V = 24, .gates = G, .dt = VKLA_DTYPE_F32,
          .chunk = 16, .seed = 900},
         {.B = 1, .T = 321, .H = 3, .K = 32, .V = 32, .gates = GAMMA, .normalize = 1,
@@ -571,6 +571,20 @@ static void test_long_pieces(void **state)
         {.B = 1, .T = 450, .H = 2, .K = 64, .V = 64, .gates = G | GAMMA, .normalize = 1,
          .dt = VKLA_DTYPE_F32, .chunk = 64, .seed = 903},
     };
+    /* and six drawn at random (fixed seed): any K and V, odd T, every option */
+    th_rng rr;
+    th_seed(&rr, 4242);
+    const vkla_dtype dts[3] = {VKLA_DTYPE_F32, VKLA_DTYPE_F16, VKLA_DTYPE_BF16};
+    for (int i = 4; i < 10; i++)
+        cases[i] = (lion_case){.B = 1 + (uint32_t)th_uniform(&rr, 0, 2.99),
+                               .T = (uint32_t)th_uniform(&rr, 200, 480),
+                               .H = 1 + (uint32_t)th_uniform(&rr, 0, 2.99),
+                               .K = 1 + (uint32_t)th_uniform(&rr, 0, 69.99),
+                               .V = 1 + (uint32_t)th_uniform(&rr, 0, 69.99),
+                               .gates = (int)th_uniform(&rr, 0, 3.99),
+                               .normalize = th_uniform(&rr, 0, 1) < 0.5,
+                               .dt = dts[(int)th_uniform(&rr, 0, 2.99)], .chunk = 16,
+                               .seed = 920 + (uint64_t)i};
     const double fractions[3] = {0.99, 0.5, 0.3};
     for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
         lion_case c = cases[ci];
@@ -603,7 +617,8 @@ static void test_long_pieces(void **state)
             uint64_t need = 0;
             vkla_result r = vkla_lion_scratch_size(ctx, &a, &need);
             char name[96];
-            snprintf(name, sizeof(name), "pieces T=%u %s C=%u, limit %.2f", c.T,
+            snprintf(name, sizeof(name), "pieces B=%u T=%u H=%u K=%u V=%u g%d n%d %s C=%u, "
+                     "limit %.2f", c.B, c.T, c.H, c.K, c.V, c.gates, c.normalize,
                      vkla_dtype_name(c.dt), c.chunk, fractions[fi]);
             if (r == VKLA_ERROR_UNSUPPORTED) { /* the slots alone leave no room */
                 if (!strstr(vkla_last_error(ctx), "no piece"))

@@ -311,7 +311,7 @@ static void run_case(const char *name, const bcase *c)
 static void test_long_pieces(void **state)
 {
     (void)state;
-    const bcase cases[] = {
+    bcase cases[9] = {
         {.B = 2, .T = 203, .H = 2, .K = 20, .V = 24, .gates = G | GAMMA, .dt = VKLA_DTYPE_F32,
          .chunk = 16, .seed = 950, .split = 0.6},
         {.B = 1, .T = 321, .H = 2, .K = 32, .V = 16, .gates = GAMMA, .normalize = 1,
@@ -323,11 +323,25 @@ static void test_long_pieces(void **state)
         {.B = 1, .T = 450, .H = 1, .K = 16, .V = 32, .gates = G, .dt = VKLA_DTYPE_F32,
          .chunk = 16, .seed = 954, .want = W_DQ | W_DG, .split = 0.5},
     };
+    /* and four drawn at random (fixed seed): any K and V, odd T, every option */
+    th_rng rr;
+    th_seed(&rr, 4343);
+    const vkla_dtype dts[3] = {VKLA_DTYPE_F32, VKLA_DTYPE_F16, VKLA_DTYPE_BF16};
+    for (int i = 5; i < 9; i++)
+        cases[i] = (bcase){.B = 1 + (uint32_t)th_uniform(&rr, 0, 1.99),
+                           .T = (uint32_t)th_uniform(&rr, 200, 400),
+                           .H = 1 + (uint32_t)th_uniform(&rr, 0, 1.99),
+                           .K = 1 + (uint32_t)th_uniform(&rr, 0, 69.99),
+                           .V = 1 + (uint32_t)th_uniform(&rr, 0, 69.99),
+                           .gates = (int)th_uniform(&rr, 0, 3.99),
+                           .normalize = th_uniform(&rr, 0, 1) < 0.5,
+                           .dt = dts[(int)th_uniform(&rr, 0, 2.99)], .chunk = 16,
+                           .seed = 970 + (uint64_t)i, .split = 0.7};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char name[96];
-        snprintf(name, sizeof(name), "pieces %s%s T=%u %s", variant_name(cases[i].gates),
-                 cases[i].normalize ? " normalize" : "", cases[i].T,
-                 vkla_dtype_name(cases[i].dt));
+        snprintf(name, sizeof(name), "pieces %s%s B=%u T=%u H=%u K=%u V=%u %s",
+                 variant_name(cases[i].gates), cases[i].normalize ? " normalize" : "", cases[i].B,
+                 cases[i].T, cases[i].H, cases[i].K, cases[i].V, vkla_dtype_name(cases[i].dt));
         run_case(name, &cases[i]);
     }
 
