@@ -466,7 +466,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lio
         if (bnd) { /* the boundary slots in o's place (chunk_state never writes o) */
             l.push[W_CFG] |= LION_F_BND | (bnd->nsh << 17);
             binds[B_O] = vkla__bind_region(bnd->buf, bnd->offset, 4, VKLA_ROWS_WHOLE, 0, 0, 0,
-                                           2 * vkla__lion_bnd_slot_bytes(&p.d));
+                                           2 * vkla__lion_slot_bytes((uint64_t)p.d.seqs.n *
+                                                                         p.d.H, p.d.K, p.d.V));
         }
         r = vkla__launch_splits(ctx, cmd, &p.d.seqs, splits, nsplit, &l);
         l.push[W_CFG] &= 0xFFFFu;
@@ -530,12 +531,6 @@ vkla_result vkla__lion_record_one(vkla_context *ctx, VkCommandBuffer cmd, const 
                                   bool run_mode, const vkla_lion_bnd *bnd)
 {
     return record(ctx, cmd, a, run_mode, bnd);
-}
-
-uint64_t vkla__lion_bnd_slot_bytes(const vkla_lion_dims *d)
-{
-    const uint64_t Kp = (d->K + 3) & ~3u, Va = (d->V + 3) & ~3u;
-    return 4ull * d->seqs.n * d->H * 2 * Kp * (Va + 1);
 }
 
 static vkla_result op_scratch(vkla_context *ctx, const void *args, uint64_t *bytes)

@@ -313,9 +313,9 @@ static vkla_result product_launch(const rec *c, vkla_launch *l, vkla_bind *binds
         binds[B_O] = binds[B_Z];
     }
     if (regs[0] < 0 && c->pc) { /* the scan of a piece: its boundary slots in o's place */
-        const uint64_t slot = 4ull * c->pc->nsh * 2 * ((lxy + 3) & ~3u) * (((lw + 3) & ~3u) + 1);
         binds[B_O] = vkla__bind_region(c->pc->buf, sr == R_SQ ? c->pc->slots_q : c->pc->slots_k,
-                                       4, VKLA_ROWS_WHOLE, 0, 0, 0, 2 * slot);
+                                       4, VKLA_ROWS_WHOLE, 0, 0, 0,
+                                       2 * vkla__lion_slot_bytes(c->pc->nsh, lxy, lw));
         flags |= LION_F_BND | (c->pc->nsh << 17);
     }
     /* without the terms B_TERMS is never written: bound to out rather than to the shared

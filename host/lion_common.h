@@ -74,8 +74,12 @@ vkla_result vkla__lion_scratch_one(vkla_context *ctx, const vkla_lion_args *a, u
                                    bool *short_path);
 vkla_result vkla__lion_record_one(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lion_args *a,
                                   bool run_mode, const vkla_lion_bnd *bnd);
-/* Bytes of one boundary slot of a call with these dims. */
-uint64_t vkla__lion_bnd_slot_bytes(const vkla_lion_dims *d);
+/* Bytes of one boundary slot (shaders/lion/chunk_state.comp, F_BND): nsh (sequence, head)
+ * pairs x 2 directions of a rows x cols state, both rounded up to 4, and its z column. */
+static inline uint64_t vkla__lion_slot_bytes(uint64_t nsh, uint64_t rows, uint64_t cols)
+{
+    return 4 * nsh * 2 * ((rows + 3) & ~3ull) * (((cols + 3) & ~3ull) + 1);
+}
 /* One call of the backward pass (host/lion_backward.c) and its scratch; pc (may be NULL): the
  * call is one piece of a longer one (one sequence), run in the stages of host/lion_tsplit.c:
  * both products' state scans take and give the states at the piece's ends through boundary

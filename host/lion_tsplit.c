@@ -70,8 +70,10 @@ static void cut_fwd(vkla_lion_args *pa, uint64_t b, uint64_t t0, uint64_t len)
     pa->form = VKLA_FORM_CHUNK;
 }
 
-/* The args of one piece (either pass: bwd NULL for the forward). */
+/* The call being split: the forward's args or the backward's (either may be NULL: the op's own
+ * checks then report it). */
 typedef struct call {
+    bool backward;
     const vkla_lion_args *fwd;
     const vkla_lion_backward_args *bwd;
 } call;
@@ -79,7 +81,7 @@ typedef struct call {
 static void piece_args(const call *c, uint64_t b, uint64_t t0, uint64_t len, vkla_buffer *scr,
                        uint64_t soff, vkla_lion_args *fa, vkla_lion_backward_args *ba)
 {
-    if (c->bwd) {
+    if (c->backward) {
         *ba = *c->bwd;
         cut_fwd(&ba->fwd, b, t0, len);
         vkla_tensor *ts[5] = {&ba->dout, &ba->dq, &ba->dk, &ba->dv, &ba->dg};
@@ -98,8 +100,8 @@ static void piece_args(const call *c, uint64_t b, uint64_t t0, uint64_t len, vkl
 static vkla_result one_scratch(vkla_context *ctx, const call *c, const vkla_lion_args *fa,
                                const vkla_lion_backward_args *ba, uint64_t *bytes, bool *sh)
 {
-    return c->bwd ? vkla__lion_backward_scratch_one(ctx, ba, bytes, sh)
-                  : vkla__lion_scratch_one(ctx, fa, bytes, sh);
+    return c->backward ? vkla__lion_backward_scratch_one(ctx, ba, bytes, sh)
+                       : vkla__lion_scratch_one(ctx, fa, bytes, sh);
 }
 
 /* Does one (row, head) slab of len tokens of every token tensor fit one storage-buffer range? */
@@ -107,9 +109,9 @@ static bool fits_range(vkla_context *ctx, const call *c, uint64_t len)
 {
     const uint64_t range = ctx->caps.props.limits.maxStorageBufferRange;
     const uint64_t align = ctx->caps.props.limits.minStorageBufferOffsetAlignment;
-    const vkla_lion_args *f = c->bwd ? &c->bwd->fwd : c->fwd;
-    const vkla_tensor *ts[10] = {&f->q, &f->k, &f->v, c->bwd ? NULL : &f->o, &f->g};
-    if (c->bwd) {
+    const vkla_lion_args *f = c->backward ? &c->bwd->fwd : c->fwd;
+    const vkla_tensor *ts[10] = {&f->q, &f->k, &f->v, c->backward ? NULL : &f->o, &f->g};
+    if (c->backward) {
         ts[5] = &c->bwd->dout;
         ts[6] = &c->bwd->dq;
         ts[7] = &c->bwd->dk;
@@ -132,12 +134,12 @@ static bool fits_range(vkla_context *ctx, const call *c, uint64_t len)
 static vkla_result make_lplan(vkla_context *ctx, const call *c, const char *op, lplan *lp)
 {
     memset(lp, 0, sizeof(*lp));
-    const vkla_lion_args *f = c->bwd ? &c->bwd->fwd : c->fwd;
     uint64_t full;
     bool short_path = false;
     vkla_result r = one_scratch(ctx, c, c->fwd, c->bwd, &full, &short_path); /* every check */
     if (r != VKLA_SUCCESS)
         return r;
+    const vkla_lion_args *f = c->backward ? &c->bwd->fwd : c->fwd;
     lp->total = full;
     const uint64_t T = f->q.shape[1];
     if (f->cu_seqlens || short_path || T <= LION_TILE)
@@ -154,17 +156,16 @@ static vkla_result make_lplan(vkla_context *ctx, const call *c, const char *op, 
         return vkla__fail(ctx, VKLA_ERROR_UNSUPPORTED,
                           "%s: a call split along T takes at most 32767 heads (got %llu)", op,
                           (unsigned long long)H);
-    /* a slot: [H, 2, rows, cols + 1] floats, the scans' states rows x cols (backward: the
-     * products' states are align4(V') x align4(K), the forward's align4(K) x align4(V)) */
-    const uint64_t K4 = (f->q.shape[3] + 3) & ~3ull;
-    const uint64_t V1 = f->v.shape[3] + (c->bwd && f->normalize ? 1 : 0);
-    const uint64_t V4 = (V1 + 3) & ~3ull;
-    const uint64_t rows = c->bwd ? V4 : K4, cols = c->bwd ? K4 : V4;
-    lp->slot_bytes = 4 * H * 2 * rows * (cols + 1);
-    lp->nscan = c->bwd ? 2 : 1;
+    /* the scans' states are rows x cols (backward: the products' V' x K, forward: K x V) */
+    const uint64_t K = f->q.shape[3];
+    const uint64_t V1 = f->v.shape[3] + (c->backward && f->normalize ? 1 : 0);
+    const uint64_t rows = c->backward ? V1 : K, cols = c->backward ? K : V1;
+    lp->slot_bytes = vkla__lion_slot_bytes(H, rows, cols);
+    lp->nscan = c->backward ? 2 : 1;
     lp->H = (uint32_t)H;
     const uint64_t C = f->chunk_size ? f->chunk_size : 64;
-    const uint64_t state_row = 4 * 2 * rows * cols; /* one head's states of one chunk */
+    /* one head's states of one chunk, both directions */
+    const uint64_t state_row = 4 * 2 * ((rows + 3) & ~3ull) * ((cols + 3) & ~3ull);
     const uint64_t al =
         vkla__align_up(ctx->caps.props.limits.minStorageBufferOffsetAlignment, 256);
     if (2 * lp->slot_bytes + al > range)
@@ -195,7 +196,7 @@ static vkla_result make_lplan(vkla_context *ctx, const call *c, const char *op, 
             continue;
         const uint64_t off = vkla__align_up(ps, al);
         const uint64_t slots = lp->nscan * (m + 1) * lp->slot_bytes;
-        const uint64_t carry = c->bwd ? 8 * H : 0;
+        const uint64_t carry = c->backward ? 8 * H : 0;
         if (off + slots + carry > bound)
             continue;
         lp->split = true;
@@ -234,7 +235,7 @@ static uint64_t piece_len(const lplan *lp, uint64_t T, uint32_t p)
 vkla_result vkla__lion_tsplit_scratch(vkla_context *ctx, const vkla_lion_args *a, uint64_t *bytes)
 {
     lplan lp;
-    const call c = {a, NULL};
+    const call c = {false, a, NULL};
     vkla_result r = make_lplan(ctx, &c, "lion", &lp);
     if (r == VKLA_SUCCESS)
         *bytes = lp.total;
@@ -245,7 +246,7 @@ vkla_result vkla__lion_tsplit_record(vkla_context *ctx, VkCommandBuffer cmd,
                                      const vkla_lion_args *a, bool run_mode)
 {
     lplan lp;
-    const call c = {a, NULL};
+    const call c = {false, a, NULL};
     vkla_result r = make_lplan(ctx, &c, "lion", &lp);
     if (r != VKLA_SUCCESS)
         return r;
@@ -278,10 +279,9 @@ vkla_result vkla__lion_backward_tsplit_scratch(vkla_context *ctx,
                                                const vkla_lion_backward_args *a, uint64_t *bytes)
 {
     lplan lp;
-    const call c = {NULL, a};
-    vkla_result r = a ? make_lplan(ctx, &c, "lion_backward", &lp)
-                      : vkla__lion_backward_scratch_one(ctx, a, bytes, NULL);
-    if (a && r == VKLA_SUCCESS)
+    const call c = {true, NULL, a};
+    vkla_result r = make_lplan(ctx, &c, "lion_backward", &lp);
+    if (r == VKLA_SUCCESS)
         *bytes = lp.total;
     return r;
 }
@@ -289,10 +289,8 @@ vkla_result vkla__lion_backward_tsplit_scratch(vkla_context *ctx,
 vkla_result vkla__lion_backward_tsplit_record(vkla_context *ctx, VkCommandBuffer cmd,
                                               const vkla_lion_backward_args *a, bool run_mode)
 {
-    if (!a)
-        return vkla__lion_backward_record_one(ctx, cmd, a, run_mode, NULL);
     lplan lp;
-    const call c = {NULL, a};
+    const call c = {true, NULL, a};
     vkla_result r = make_lplan(ctx, &c, "lion_backward", &lp);
     if (r != VKLA_SUCCESS)
         return r;
