@@ -143,29 +143,27 @@ class LSA(torch.nn.Module):
                 with torch.no_grad():
                     self.q[:, 1] = 0
 
+    def _diagonal(self, pair):
+        """The d+1 diagonal entries of a DIAG or GD++ P or Q from its (x, y) pair (GD++'s Q has
+        no y entry: 0)."""
+        y = pair[1:2] if pair.numel() > 1 else pair.new_zeros(1)
+        return torch.cat([pair[0:1].expand(self.d), y])
+
     def weights(self, layer):
         """(P, Q) of one layer as (d+1) x (d+1) matrices."""
         if self.param == "FULL":
             return self.P[layer], self.Q[layer]
-        d = self.d
-
-        def diag(pair):
-            y = pair[1:2] if pair.numel() > 1 else pair.new_zeros(1)
-            return torch.diag(torch.cat([pair[0:1].expand(d), y]))
-        return diag(self.p[layer]), diag(self.q[layer])
+        return (torch.diag(self._diagonal(self.p[layer])),
+                torch.diag(self._diagonal(self.q[layer])))
 
     def project(self, e, layer):
         """(q, v) = (e Q^T, e P^T) for tokens e [..., d+1] in e's dtype: a diagonal P or Q is an
         elementwise product, a full one F.linear (this PyTorch's BLAS is slow at K = 11)."""
-        d = self.d
         if self.param == "FULL":
             P, Q = self.P[layer].to(e.dtype), self.Q[layer].to(e.dtype)
             return torch.nn.functional.linear(e, Q), torch.nn.functional.linear(e, P)
-
-        def vec(pair):
-            y = pair[1:2] if pair.numel() > 1 else pair.new_zeros(1)
-            return torch.cat([pair[0:1].expand(d), y]).to(e.dtype)
-        return e * vec(self.q[layer]), e * vec(self.p[layer])
+        return (e * self._diagonal(self.q[layer]).to(e.dtype),
+                e * self._diagonal(self.p[layer]).to(e.dtype))
 
     def qkv(self, e, layer):
         P, Q = self.weights(layer)
@@ -196,26 +194,18 @@ class Group(torch.nn.Module):
 
     def forward(self, es):
         """es: [H, B, T, d+1] (one batch per model) -> predictions [H, B]."""
-        H = len(self.models)
         if self.models[0].backend == "vkla":
             return self._forward_vkla(es)
         es = list(es)
         for layer in range(self.layers):
-            qkv = [m.qkv(e, layer) for m, e in zip(self.models, es)]
-            m0 = self.models[0]
-            if m0.backend == "vkla":
-                q, k, v = (torch.stack([t[i] for t in qkv], 2) for i in range(3))
-                o = attention_vkla(q, k, v, m0.form)
-                os_ = [o[:, :, h] for h in range(H)]
-            else:
-                os_ = [attention_torch(*t) for t in qkv]
+            os_ = [attention_torch(*m.qkv(e, layer)) for m, e in zip(self.models, es)]
             es = [e + o for e, o in zip(es, os_)]
         return torch.stack([-e[:, -1, -1] for e in es])
 
     def _forward_vkla(self, es):
-        """The models' tokens stay one [H, B, T, d+1] block: per layer, the projections are one
-        batched product over the models, and the LION call reads q, k, v and writes o as the
-        [B, T, H, d+1] permuted views of such blocks (no per-model slices, stacks or copies)."""
+        """The models' tokens stay one [H, B, T, d+1] block: per layer, each model projects its
+        part (LSA.project), and the LION call reads q, k, v and writes o as the [B, T, H, d+1]
+        permuted views of such blocks (no per-model slices or copies around the call)."""
         H, B, T, D = es.shape
         mask = torch.ones(T, 1, dtype=es.dtype)
         mask[-1] = 0
