@@ -232,14 +232,36 @@ static uint64_t piece_len(const lplan *lp, uint64_t T, uint32_t p)
     return T - t0 < lp->P ? T - t0 : lp->P;
 }
 
-vkla_result vkla__lion_tsplit_scratch(vkla_context *ctx, const vkla_lion_args *a, uint64_t *bytes)
+static vkla_result split_scratch(vkla_context *ctx, const call *c, uint64_t *bytes)
 {
     lplan lp;
-    const call c = {false, a, NULL};
-    vkla_result r = make_lplan(ctx, &c, "lion", &lp);
+    vkla_result r = make_lplan(ctx, c, c->backward ? "lion_backward" : "lion", &lp);
     if (r == VKLA_SUCCESS)
         *bytes = lp.total;
     return r;
+}
+
+/* The start of a split record: the plan, and either the call recorded whole (lp->split false)
+ * or the scratch of its pieces. */
+static vkla_result split_begin(vkla_context *ctx, VkCommandBuffer cmd, const call *c,
+                               bool run_mode, lplan *lp, vkla_buffer **scr, uint64_t *soff)
+{
+    const char *op = c->backward ? "lion_backward" : "lion";
+    vkla_result r = make_lplan(ctx, c, op, lp);
+    if (r != VKLA_SUCCESS)
+        return r;
+    if (!lp->split)
+        return c->backward ? vkla__lion_backward_record_one(ctx, cmd, c->bwd, run_mode, NULL)
+                           : vkla__lion_record_one(ctx, cmd, c->fwd, run_mode, NULL);
+    vkla_buffer *cs = c->backward ? c->bwd->scratch : c->fwd->scratch;
+    uint64_t co = c->backward ? c->bwd->scratch_offset : c->fwd->scratch_offset;
+    return vkla__resolve_scratch(ctx, op, lp->total, cs, co, run_mode, 0, scr, soff);
+}
+
+vkla_result vkla__lion_tsplit_scratch(vkla_context *ctx, const vkla_lion_args *a, uint64_t *bytes)
+{
+    const call c = {false, a, NULL};
+    return split_scratch(ctx, &c, bytes);
 }
 
 vkla_result vkla__lion_tsplit_record(vkla_context *ctx, VkCommandBuffer cmd,
@@ -247,15 +269,10 @@ vkla_result vkla__lion_tsplit_record(vkla_context *ctx, VkCommandBuffer cmd,
 {
     lplan lp;
     const call c = {false, a, NULL};
-    vkla_result r = make_lplan(ctx, &c, "lion", &lp);
-    if (r != VKLA_SUCCESS)
-        return r;
-    if (!lp.split)
-        return vkla__lion_record_one(ctx, cmd, a, run_mode, NULL);
     vkla_buffer *scr;
     uint64_t soff;
-    if ((r = vkla__resolve_scratch(ctx, "lion", lp.total, a->scratch, a->scratch_offset, run_mode,
-                                   0, &scr, &soff)) != VKLA_SUCCESS)
+    vkla_result r = split_begin(ctx, cmd, &c, run_mode, &lp, &scr, &soff);
+    if (r != VKLA_SUCCESS || !lp.split)
         return r;
     const uint64_t T = a->q.shape[1];
     for (uint64_t b = 0; b < a->q.shape[0]; b++) {
@@ -278,12 +295,8 @@ vkla_result vkla__lion_tsplit_record(vkla_context *ctx, VkCommandBuffer cmd,
 vkla_result vkla__lion_backward_tsplit_scratch(vkla_context *ctx,
                                                const vkla_lion_backward_args *a, uint64_t *bytes)
 {
-    lplan lp;
     const call c = {true, NULL, a};
-    vkla_result r = make_lplan(ctx, &c, "lion_backward", &lp);
-    if (r == VKLA_SUCCESS)
-        *bytes = lp.total;
-    return r;
+    return split_scratch(ctx, &c, bytes);
 }
 
 vkla_result vkla__lion_backward_tsplit_record(vkla_context *ctx, VkCommandBuffer cmd,
@@ -291,15 +304,10 @@ vkla_result vkla__lion_backward_tsplit_record(vkla_context *ctx, VkCommandBuffer
 {
     lplan lp;
     const call c = {true, NULL, a};
-    vkla_result r = make_lplan(ctx, &c, "lion_backward", &lp);
-    if (r != VKLA_SUCCESS)
-        return r;
-    if (!lp.split)
-        return vkla__lion_backward_record_one(ctx, cmd, a, run_mode, NULL);
     vkla_buffer *scr;
     uint64_t soff;
-    if ((r = vkla__resolve_scratch(ctx, "lion_backward", lp.total, a->scratch, a->scratch_offset,
-                                   run_mode, 0, &scr, &soff)) != VKLA_SUCCESS)
+    vkla_result r = split_begin(ctx, cmd, &c, run_mode, &lp, &scr, &soff);
+    if (r != VKLA_SUCCESS || !lp.split)
         return r;
     const uint64_t T = a->fwd.q.shape[1], B = a->fwd.q.shape[0];
     const uint64_t slots_q = soff + lp.off_slots, slots_k = slots_q + (lp.m + 1) * lp.slot_bytes;
