@@ -58,12 +58,17 @@ void main()
     const uint sbase = pc.st_base + (h * pc.nchunks + c) * K * VP;
 
     s_g[lid] = lid < L ? log_decay_scalar(b, tb + lid, h) : 0.0;
-    // query rows of the block: thread x copies channels x, x + TC, ... of each row
-    [[unroll]] for (uint r = 0; r < R; r++) {
-        const uint qrow = pc.q_base + b * pc.q_sb + (tb + min(i0 + r, L - 1u)) * pc.q_st + h * pc.q_sh;
+    // query rows of the block: thread x copies channels x, x + TC, ... of each row, four rows
+    // to one vec4 store
+    [[unroll]] for (uint r4 = 0; r4 < R; r4 += 4u) {
         [[unroll]] for (uint x0 = 0; x0 < K; x0 += TC) {
             const uint x = x0 + lid;
-            s_m[(x * R + r) >> 2u][r & 3u] = LOADE(q_buf[qrow + min(x, K - 1u)]);
+            vec4 q4;
+            [[unroll]] for (uint y = 0; y < 4u; y++) {
+                const uint qrow = pc.q_base + b * pc.q_sb + (tb + min(i0 + r4 + y, L - 1u)) * pc.q_st + h * pc.q_sh;
+                q4[y] = LOADE(q_buf[qrow + min(x, K - 1u)]);
+            }
+            s_m[(x * R + r4) >> 2u] = q4;
         }
     }
     if (NORMALIZE) {
@@ -105,15 +110,20 @@ void main()
     barrier();
 
     // decayed scores of key token lid; the inter-chunk term decays by e^(G_i)
-    [[unroll]] for (uint r = 0; r < R; r++) {
-        const float gi = s_g[i0 + r];
-        const bool keep = lid <= i0 + r && lid < L;
-        const float a = A[r] * exp(keep ? gi - gs : 0.0);
+    [[unroll]] for (uint r4 = 0; r4 < R; r4 += 4u) {
+        vec4 a4;
+        [[unroll]] for (uint y = 0; y < 4u; y++) {
+            const uint r = r4 + y;
+            const float gi = s_g[i0 + r];
+            const bool keep = lid <= i0 + r && lid < L;
+            const float a = A[r] * exp(keep ? gi - gs : 0.0);
+            a4[y] = keep ? a : 0.0;
+            const float ei = exp(gi);
+            O[r] *= ei;
+            dn[r] *= ei;
+        }
         if (lid < C)
-            s_m[(lid * R + r) >> 2u][r & 3u] = keep ? a : 0.0;
-        const float ei = exp(gi);
-        O[r] *= ei;
-        dn[r] *= ei;
+            s_m[(lid * R + r4) >> 2u] = a4;
     }
     barrier();
 
@@ -131,6 +141,9 @@ void main()
         }
     }
 
+    // a barrier before the stores keeps LLVM (lavapipe) from sinking the accumulation of O
+    // into the per-lane store loop, where it would run lane by lane in scalar code
+    barrier();
     [[unroll]] for (uint r = 0; r < R; r++) {
         const uint i = i0 + r;
         if (i < L && col < V) {
