@@ -258,7 +258,10 @@ static void fill_info(const vkla_caps *c, const vkla_variants *v, vkla_device_in
  *   VKLA_MAX_STORAGE_RANGE=bytes  act as if maxStorageBufferRange were at most this (at least
  *                       4096): long sequences split along T on any device
  *   VKLA_MAX_SCRATCH=bytes  the default scratch bound of calls that can run as pieces of T
- *                       (vkla_context_set_scratch_limit; at least 4096) */
+ *                       (vkla_context_set_scratch_limit; at least 4096)
+ *   VKLA_SCAN_STEPS=0|1 force the delta rule's state pass to run as one looping dispatch (0)
+ *                       or one straight-line dispatch per chunk step (1; the default on CPU
+ *                       devices, where a read inside a loop costs one load per lane) */
 /* A byte count of at least 4096 written in decimal digits only (strtoull alone takes "-1") */
 static bool parse_bytes(const char *s, uint64_t *out)
 {
@@ -306,6 +309,9 @@ static vkla_result choose_variants(vkla_context *ctx)
                               "with a fixed subgroup size");
     }
     ctx->var.subgroup = want;
+    const char *ss = vkla__getenv("VKLA_SCAN_STEPS");
+    ctx->var.step_scan = ss && *ss ? strcmp(ss, "0") != 0
+                                   : c->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     ctx->var.ks = want ? (c->size_control ? c->subgroup_size : c->subgroup_min) : 16;
     if (ctx->var.ks > 64)
         ctx->var.ks = 64;

@@ -269,6 +269,63 @@ vkla_result vkla__dr_begin(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr
                                    soff + p->off_chunk);
 }
 
+/* The state pass as one dispatch per chunk step (shaders/delta_rule/scan_vp.comp and
+ * scan_state.comp) rather than chunk_scan.comp's loop over the chunks: on CPU devices, where
+ * every read inside a loop is a loop over the lanes, straight-line kernels run several times
+ * faster. Not with varlen (sequences of different chunk counts), and at most 65536 steps (the
+ * step travels in the flags word's high half). */
+static bool step_scan(const vkla_context *ctx, const vkla_dr_plan *p)
+{
+    return ctx->var.step_scan && !(p->flags & F_VARLEN) && (p->T + p->C - 1) / p->C <= 65536;
+}
+
+static vkla_result scan_steps(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr_plan *p,
+                              const vkla_split *splits, uint32_t nsplit, vkla_launch *l)
+{
+    /* rows per workgroup: scan_vp stages ra rows of W (K4 + 1 vec4s each) in shared memory */
+    uint32_t ra = p->C < 32 ? p->C : 32, rb = 4 * p->K4 < 32 ? 4 * p->K4 : 32;
+    while (ra > 4 && ra * (p->K4 + 1) * 16 > SHARED_FLOATS * 4)
+        ra /= 2;
+    const uint32_t tiles = (4 * p->V4 + 63) / 64, nsteps = (p->T + p->C - 1) / p->C;
+    uint32_t spec_vp[7] = {64, p->K, p->V, p->C, ra, 0, 1};
+    uint32_t spec_init[7] = {64, p->K, p->V, p->C, rb, 1, 1};
+    uint32_t spec_st[7] = {64, p->K, p->V, p->C, rb, 0, 1};
+    vkla_pipeline *pvp, *pinit, *pst;
+    vkla_result r;
+    if ((r = vkla__get_pipeline(ctx, "delta_rule/scan_vp.f32", spec_vp, 7, B_COUNT, 0, &pvp)) != VKLA_SUCCESS ||
+        (r = vkla__get_pipeline(ctx, "delta_rule/scan_state.f32", spec_init, 7, B_COUNT, 0, &pinit)) != VKLA_SUCCESS ||
+        (r = vkla__get_pipeline(ctx, "delta_rule/scan_state.f32", spec_st, 7, B_COUNT, 0, &pst)) != VKLA_SUCCESS)
+        return r;
+    const double flops = l->flops, bytes = l->bytes;
+    const uint32_t flags = l->push[W_FLAGS];
+    l->grid_z = VKLA_GRID_SEQS;
+    l->pipe = pinit;
+    l->grid_x = ((p->K + rb - 1) / rb) * tiles;
+    l->flops = 0;
+    l->bytes = 4.0 * p->HV * p->N * p->K * p->V * (1 + !!(p->flags & F_H0));
+    if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, l)) != VKLA_SUCCESS)
+        goto done;
+    for (uint32_t m = 0; m < nsteps; m++) {
+        vkla__compute_barrier(ctx, cmd);
+        l->push[W_FLAGS] = flags | (m << 16);
+        /* the op's model split evenly over the steps, half to each kernel */
+        l->flops = flops / nsteps / 2;
+        l->bytes = bytes / nsteps / 2;
+        l->pipe = pvp;
+        l->grid_x = (p->C / ra) * tiles;
+        if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, l)) != VKLA_SUCCESS)
+            goto done;
+        vkla__compute_barrier(ctx, cmd);
+        l->pipe = pst;
+        l->grid_x = ((p->K + rb - 1) / rb) * tiles;
+        if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, l)) != VKLA_SUCCESS)
+            goto done;
+    }
+done:
+    l->push[W_FLAGS] = flags;
+    return r;
+}
+
 vkla_result vkla__dr_prep_scan(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr_plan *p,
                                const vkla_split *splits, uint32_t nsplit, vkla_launch *l)
 {
@@ -303,6 +360,8 @@ vkla_result vkla__dr_prep_scan(vkla_context *ctx, VkCommandBuffer cmd, const vkl
     l->flops = z.HV * (4 * z.K * z.V * z.tok + 2 * z.K * z.V * cs.n); /* W S, K^T V', decay */
     l->bytes = z.work + z.states + 4 * z.HV * z.tok * z.V +
                4 * z.HV * p->N * z.K * z.V * (!!(p->flags & F_H0) + !!(p->flags & F_HT));
+    if (step_scan(ctx, p))
+        return scan_steps(ctx, cmd, p, splits, nsplit, l);
     l->pipe = p2;
     l->grid_x = (p->V + svt - 1) / svt;
     l->grid_z = VKLA_GRID_SEQS;

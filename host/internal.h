@@ -60,6 +60,8 @@ typedef struct vkla_caps {
 typedef struct vkla_variants {
     bool subgroup;         /* reductions with subgroup ops instead of shared memory */
     uint32_t ks;           /* threads that split K in the recurrent kernels */
+    bool step_scan;        /* sequential chunk passes as one straight-line dispatch per chunk
+                            * step (CPU devices) instead of one looping dispatch */
 } vkla_variants;
 
 typedef struct vkla_pipeline {
