@@ -248,8 +248,9 @@ static void fill_info(const vkla_caps *c, const vkla_variants *v, vkla_device_in
         if (c->mem.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
             o->device_local_bytes += c->mem.memoryHeaps[i].size;
     if (v)
-        snprintf(o->variant, sizeof(o->variant), "%s ks=%u storage16=%s",
-                 v->subgroup ? "subgroup" : "shared", v->ks, c->storage16 ? "on" : "off");
+        snprintf(o->variant, sizeof(o->variant), "%s ks=%u storage16=%s flat=%s",
+                 v->subgroup ? "subgroup" : "shared", v->ks, c->storage16 ? "on" : "off",
+                 v->flat ? "on" : "off");
 }
 
 /* Variant choice from the caps, with environment overrides:
@@ -259,9 +260,10 @@ static void fill_info(const vkla_caps *c, const vkla_variants *v, vkla_device_in
  *                       4096): long sequences split along T on any device
  *   VKLA_MAX_SCRATCH=bytes  the default scratch bound of calls that can run as pieces of T
  *                       (vkla_context_set_scratch_limit; at least 4096)
- *   VKLA_SCAN_STEPS=0|1 force the delta rule's state pass to run as one looping dispatch (0)
- *                       or one straight-line dispatch per chunk step (1; the default on CPU
- *                       devices, where a read inside a loop costs one load per lane) */
+ *   VKLA_FLAT_KERNELS=0|1  force the tiled, looping kernel forms (0) or the straight-line
+ *                       ones (1; the default on CPU devices, where a read inside a loop or a
+ *                       branch costs one load per lane): the delta rule's state pass (one
+ *                       dispatch per chunk step) and output step */
 /* A byte count of at least 4096 written in decimal digits only (strtoull alone takes "-1") */
 static bool parse_bytes(const char *s, uint64_t *out)
 {
@@ -309,8 +311,8 @@ static vkla_result choose_variants(vkla_context *ctx)
                               "with a fixed subgroup size");
     }
     ctx->var.subgroup = want;
-    const char *ss = vkla__getenv("VKLA_SCAN_STEPS");
-    ctx->var.step_scan = ss && *ss ? strcmp(ss, "0") != 0
+    const char *ef = vkla__getenv("VKLA_FLAT_KERNELS");
+    ctx->var.flat = ef && *ef ? strcmp(ef, "0") != 0
                                    : c->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     ctx->var.ks = want ? (c->size_control ? c->subgroup_size : c->subgroup_min) : 16;
     if (ctx->var.ks > 64)

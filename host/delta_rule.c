@@ -10,17 +10,6 @@
 
 #define OP "delta_rule"
 
-/* Can the kernels read (write) t four elements at a time? Its last dimension and strides must
- * be multiples of 4 and every binding window must start 4-element aligned. */
-bool vkla__dr_vec4_view(const vkla_context *ctx, const vkla_tensor *t)
-{
-    uint64_t es = vkla_dtype_size(t->dtype), st[VKLA_MAX_DIMS];
-    uint64_t al = ctx->caps.props.limits.minStorageBufferOffsetAlignment;
-    vkla__tensor_strides(t, st);
-    return t->shape[3] % 4 == 0 && st[0] % 4 == 0 && st[1] % 4 == 0 && st[2] % 4 == 0 &&
-           (t->buffer->base + t->offset) % (4 * es) == 0 && al % (4 * es) == 0;
-}
-
 vkla_result vkla__dr_plan(vkla_context *ctx, const vkla_delta_rule_args *a, bool backward,
                           vkla_dr_plan *p)
 {
@@ -109,8 +98,8 @@ vkla_result vkla__dr_plan(vkla_context *ctx, const vkla_delta_rule_args *a, bool
         goto fail;
     if (a->l2norm)
         p->flags |= F_L2NORM;
-    p->flags |= (vkla__dr_vec4_view(ctx, &a->q) ? F_Q4 : 0) | (vkla__dr_vec4_view(ctx, &a->k) ? F_K4 : 0) |
-                (vkla__dr_vec4_view(ctx, &a->v) ? F_V4 : 0) | (!backward && vkla__dr_vec4_view(ctx, o) ? F_O4 : 0);
+    p->flags |= (vkla__vec4_view(ctx, &a->q) ? F_Q4 : 0) | (vkla__vec4_view(ctx, &a->k) ? F_K4 : 0) |
+                (vkla__vec4_view(ctx, &a->v) ? F_V4 : 0) | (!backward && vkla__vec4_view(ctx, o) ? F_O4 : 0);
     p->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)p->K);
     if (!isfinite(p->scale)) {
         r = vkla__fail(ctx, VKLA_ERROR_INVALID_ARGUMENT, "%s: scale must be finite", op);
@@ -270,13 +259,13 @@ vkla_result vkla__dr_begin(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr
 }
 
 /* The state pass as one dispatch per chunk step (shaders/delta_rule/scan_vp.comp and
- * scan_state.comp) rather than chunk_scan.comp's loop over the chunks: on CPU devices, where
- * every read inside a loop is a loop over the lanes, straight-line kernels run several times
- * faster. Not with varlen (sequences of different chunk counts), and at most 65536 steps (the
+ * scan_state.comp) rather than chunk_scan.comp's loop over the chunks, with the flat kernel
+ * variant: on CPU devices, where every read inside a loop is a loop over the lanes,
+ * straight-line kernels run several times faster. Not with varlen (sequences of different chunk counts), and at most 65536 steps (the
  * step travels in the flags word's high half). */
 static bool step_scan(const vkla_context *ctx, const vkla_dr_plan *p)
 {
-    return ctx->var.step_scan && !(p->flags & F_VARLEN) && (p->T + p->C - 1) / p->C <= 65536;
+    return ctx->var.flat && !(p->flags & F_VARLEN) && (p->T + p->C - 1) / p->C <= 65536;
 }
 
 static vkla_result scan_steps(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr_plan *p,
@@ -334,7 +323,7 @@ vkla_result vkla__dr_prep_scan(vkla_context *ctx, VkCommandBuffer cmd, const vkl
     if (!sg)
         scan_tiles(p, 0, &cn, &rs4, &rg);
     uint32_t svt = 4 * (64 / rg) * cn; /* value tile of the scan */
-    uint32_t spec1[7] = {64, p->K, p->V, p->C, 1, 1, 1};
+    uint32_t spec1[7] = {64, p->K, p->V, p->C, ctx->var.flat ? 2 : 1, 1, 1};
     uint32_t spec2[7] = {64, p->K, p->V, p->C, cn, rs4, rg};
     const char *ds = vkla__dr_dtype_suffix(p->dtype);
     char name[64];
@@ -441,13 +430,26 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_del
         states_only)
         goto done;
     vkla__compute_barrier(ctx, cmd);
-    /* value tiles of 64, or 128 when V > 64: every tile forms the chunk's whole score block */
-    uint32_t xu2 = p.V > 64 ? 2 : 1;
-    uint32_t spec3[7] = {64, p.K, p.V, p.C, xu2, 1, 1};
-    snprintf(name, sizeof(name), "delta_rule/chunk_output.%s", ds);
-    if ((r = vkla__get_pipeline(ctx, name, spec3, 7, B_COUNT, 0, &l.pipe)) != VKLA_SUCCESS)
-        goto done;
-    l.grid_x = (p.V + 64 * xu2 - 1) / (64 * xu2);
+    if (ctx->var.flat) {
+        /* straight-line: 64 threads per (block of rows query rows, 64 value columns); the query
+         * rows of a block (K padded to 64, rows / 4 vec4s each) fit 32 KiB of shared memory */
+        uint32_t rows = p.C < 32 ? p.C : 32;
+        while (rows > 4 && (p.K + 63) / 64 * 64 * rows * 4 + 2 * p.C * 4 > SHARED_FLOATS * 4)
+            rows /= 2;
+        uint32_t spec3[7] = {64, p.K, p.V, p.C, rows, (p.flags & F_K4) ? 2 : 1, 1};
+        snprintf(name, sizeof(name), "delta_rule/chunk_output_flat.%s", ds);
+        if ((r = vkla__get_pipeline(ctx, name, spec3, 7, B_COUNT, 0, &l.pipe)) != VKLA_SUCCESS)
+            goto done;
+        l.grid_x = (p.C / rows) * ((4 * p.V4 + 63) / 64);
+    } else {
+        /* value tiles of 64, or 128 when V > 64: every tile forms the chunk's whole score block */
+        uint32_t xu2 = p.V > 64 ? 2 : 1;
+        uint32_t spec3[7] = {64, p.K, p.V, p.C, xu2, 1, 1};
+        snprintf(name, sizeof(name), "delta_rule/chunk_output.%s", ds);
+        if ((r = vkla__get_pipeline(ctx, name, spec3, 7, B_COUNT, 0, &l.pipe)) != VKLA_SUCCESS)
+            goto done;
+        l.grid_x = (p.V + 64 * xu2 - 1) / (64 * xu2);
+    }
     l.grid_z = VKLA_GRID_CHUNKS;
     /* intra (Q K^T) causal and its product with V', (Q e^G) S */
     l.flops = z.HV * ((z.cs.s2 + z.cs.s1) * (z.K + z.V) + 2 * z.K * z.V * z.tok);

@@ -55,8 +55,6 @@ vkla_result vkla__dr_begin(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr
  * F_HT is set). l holds the binds and push constants. */
 vkla_result vkla__dr_prep_scan(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr_plan *p,
                                const vkla_split *splits, uint32_t nsplit, vkla_launch *l);
-/* Can the kernels read (write) t four elements at a time? */
-bool vkla__dr_vec4_view(const vkla_context *ctx, const vkla_tensor *t);
 /* "f32", "f16" or "bf16": the suffix of the kernel variants */
 const char *vkla__dr_dtype_suffix(vkla_dtype d);
 /* Calls split along T: the state pass alone (o not written), and the carried state's shape. */

@@ -257,7 +257,7 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd,
         l.push[W_STRIDES + 9 + d] = (uint32_t)st[d];
     uint32_t flags = (p->flags & ~(uint32_t)(F_H0 | F_HT | F_STORE_T | F_O4)) |
                      (a->dht.buffer ? F_H0 : 0) | (a->dh0.buffer ? F_HT : 0) |
-                     (vkla__dr_vec4_view(ctx, &a->dout) ? F_O4 : 0);
+                     (vkla__vec4_view(ctx, &a->dout) ? F_O4 : 0);
     l.binds = bb;
     /* bwd_scan: threads of four value columns each; dS and dV' columns fit 32 KiB */
     uint32_t vt = 2048 / (p->K + p->C);

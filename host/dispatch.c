@@ -205,6 +205,19 @@ void vkla__tensor_strides(const vkla_tensor *t, uint64_t *st)
     }
 }
 
+bool vkla__vec4_view(const vkla_context *ctx, const vkla_tensor *t)
+{
+    uint64_t es = vkla_dtype_size(t->dtype), st[VKLA_MAX_DIMS];
+    uint64_t al = ctx->caps.props.limits.minStorageBufferOffsetAlignment;
+    vkla__tensor_strides(t, st);
+    for (uint32_t d = 0; d + 1 < t->ndim; d++)
+        if (st[d] % 4)
+            return false;
+    return t->shape[t->ndim - 1] % 4 == 0 && st[t->ndim - 1] == 1 &&
+           (t->buffer->base + t->offset) % (4 * es) == 0 &&
+           al % (4 * es) == 0;
+}
+
 vkla_result vkla__check_tensor(vkla_context *ctx, const char *op, const char *name,
                                const vkla_tensor *t, uint32_t ndim, const uint64_t *want,
                                uint32_t dtype_mask)

@@ -60,8 +60,9 @@ typedef struct vkla_caps {
 typedef struct vkla_variants {
     bool subgroup;         /* reductions with subgroup ops instead of shared memory */
     uint32_t ks;           /* threads that split K in the recurrent kernels */
-    bool step_scan;        /* sequential chunk passes as one straight-line dispatch per chunk
-                            * step (CPU devices) instead of one looping dispatch */
+    bool flat;             /* straight-line ("flat") kernel forms where an op has them (CPU
+                            * devices): fully unrolled, no reads inside loops or branches, and
+                            * sequential chunk passes as one dispatch per chunk step */
 } vkla_variants;
 
 typedef struct vkla_pipeline {
@@ -262,6 +263,9 @@ vkla_result vkla__check_tensor(vkla_context *ctx, const char *op, const char *na
                                const vkla_tensor *t, uint32_t ndim, const uint64_t *want,
                                uint32_t dtype_mask);
 void vkla__tensor_strides(const vkla_tensor *t, uint64_t *strides);
+/* Can kernels read (write) a checked tensor four elements at a time? Its last dimension and
+ * other strides must be multiples of 4, and every binding window start 4-element aligned. */
+bool vkla__vec4_view(const vkla_context *ctx, const vkla_tensor *t);
 /* A vkla_bind for a [B,T,H,X] or [N,H,X] style tensor. */
 vkla_bind vkla__bind_tensor(const vkla_tensor *t, vkla_row_mode mode);
 vkla_bind vkla__bind_region(vkla_buffer *buf, uint64_t offset, uint32_t esize,

@@ -47,19 +47,6 @@ layout(push_constant) uniform Params {
 #define O4 ((pc.flags & 256u) != 0u)
 #define STORE_T ((pc.flags & 512u) != 0u) // chunk_prep also writes T to tmat_buf
 
-#if DTYPE == 0
-#define ELEM4 vec4
-#define LOADE4(x) (x)
-#define STOREE4(x) (x)
-#elif DTYPE == 1
-#define ELEM4 f16vec4
-#define LOADE4(x) vec4(x)
-#define STOREE4(x) f16vec4(x)
-#else
-#define ELEM4 u16vec4
-#define LOADE4(x) uintBitsToFloat(uvec4(x) << 16)
-#define STOREE4(x) u16vec4(uvec4(vkla_bf16_bits((x).x), vkla_bf16_bits((x).y), vkla_bf16_bits((x).z), vkla_bf16_bits((x).w)))
-#endif
 
 layout(std430, binding = 0) readonly buffer QB { ELEM q_buf[]; };
 layout(std430, binding = 1) readonly buffer KB { ELEM k_buf[]; };

@@ -27,16 +27,14 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "../common/dtype.glsl"
 
+// (ELEM4 comes from dtype.glsl)
 #if DTYPE == 0
-#define ELEM4 vec4
 #define LOAD4(x) (x)
 #define STORE4(x) (x)
 #elif DTYPE == 1
-#define ELEM4 f16vec4
 #define LOAD4(x) vec4(x)
 #define STORE4(x) f16vec4(x)
 #else
-#define ELEM4 u16vec4
 #define LOAD4(x) uintBitsToFloat(uvec4(x) << 16)
 // stores go through a uvec2 view of o (a 16-bit vector value would need the Int16 capability)
 uvec2 vkla_bf16x4(vec4 x)
