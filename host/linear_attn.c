@@ -348,7 +348,8 @@ static vkla_result record(vkla_context *ctx, VkCommandBuffer cmd, const vkla_lin
      * threads per 64 value columns (shaders/linear_attn/chunk_output*.comp) */
     const bool gk = (p.flags & F_GK) != 0;
     const uint32_t rows = gk || p.C < 32 ? p.C : 32;
-    uint32_t spec3[8] = {gk ? 2 * p.C : 64, p.K, p.V, p.H, p.flags, p.C, rows, 1};
+    const uint32_t k4 = !gk && vkla__vec4_view(ctx, &a->k) ? F_K4 : 0;
+    uint32_t spec3[8] = {gk ? 2 * p.C : 64, p.K, p.V, p.H, p.flags | k4, p.C, rows, 1};
     snprintf(name, sizeof(name), "linear_attn/chunk_output%s.%s", gk ? "_gk" : "",
              vkla__la_dtype_suffix(p.dtype));
     if ((r = vkla__get_pipeline(ctx, name, spec3, 8, B_COUNT, 0, &l.pipe)) != VKLA_SUCCESS)

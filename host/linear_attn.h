@@ -8,7 +8,8 @@
 
 enum {
     F_G = 1, F_GAMMA = 2, F_GK = 4, F_NORM = 8, F_H0 = 16, F_HT = 32, F_VARLEN = 64,
-    F_Z0 = 128, F_ZT = 256
+    F_Z0 = 128, F_ZT = 256,
+    F_K4 = 512 /* k may be read as vec4s: set in chunk_output's spec only */
 };
 
 /* binding slots, in shader order */

@@ -91,9 +91,14 @@ void main()
         A[r] = 0.0;
         dn[r] = 0.0;
     }
+    // (with K_VEC4 the key of token j comes four channels to a read: a quarter of the
+    // per-lane read loops on lavapipe)
+    vec4 k4 = vec4(0.0);
     [[unroll]] for (uint x = 0; x < K; x++) {
         const float sv = state_buf[sbase + x * VP + colc];
-        const float kv = LOADE(k_buf[krow + x]);
+        if (K_VEC4 && x % 4u == 0u)
+            k4 = LOADE4(k4_buf[krow / 4u + x / 4u]);
+        const float kv = K_VEC4 ? k4[x % 4u] : LOADE(k_buf[krow + x]);
         const float zx = NORMALIZE ? s_z[x] : 0.0;
         [[unroll]] for (uint r4 = 0; r4 < R; r4 += 4u) {
             const vec4 q4 = s_m[(x * R + r4) / 4u];

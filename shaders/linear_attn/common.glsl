@@ -25,6 +25,7 @@ layout(push_constant) uniform Params {
 
 layout(std430, binding = 0) readonly buffer QB { ELEM q_buf[]; };
 layout(std430, binding = 1) readonly buffer KB { ELEM k_buf[]; };
+layout(std430, binding = 1) readonly buffer KB4 { ELEM4 k4_buf[]; };   // the same, as vec4s
 layout(std430, binding = 2) readonly buffer VB { ELEM v_buf[]; };
 layout(std430, binding = 3) writeonly buffer OB { ELEM o_buf[]; };
 layout(std430, binding = 4) readonly buffer GB { float g_buf[]; };

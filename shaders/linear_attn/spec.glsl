@@ -22,6 +22,7 @@ const bool HAS_HT = (FLAGS & 32u) != 0u;
 const bool VARLEN = (FLAGS & 64u) != 0u;
 const bool HAS_Z0 = (FLAGS & 128u) != 0u;
 const bool HAS_ZT = (FLAGS & 256u) != 0u;
+const bool K_VEC4 = (FLAGS & 512u) != 0u;   // k may be read as vec4s (chunk_output only)
 
 // Columns of the state: V, plus the normalizer z as column V with normalize.
 const uint VP = V + (NORMALIZE ? 1u : 0u);
