@@ -262,8 +262,10 @@ static void fill_info(const vkla_caps *c, const vkla_variants *v, vkla_device_in
  *                       (vkla_context_set_scratch_limit; at least 4096)
  *   VKLA_FLAT_KERNELS=0|1  force the tiled, looping kernel forms (0) or the straight-line
  *                       ones (1; the default on CPU devices, where a read inside a loop or a
- *                       branch costs one load per lane): the delta rule's state pass (one
- *                       dispatch per chunk step) and output step */
+ *                       branch costs one load per lane): the delta rule's WY products,
+ *                       state pass (one dispatch per chunk step, for K > 96) and output
+ *   VKLA_SCAN_STEPS=0|1 force the delta rule's state pass into the loop (0) or the steps (1)
+ *                       at any K */
 /* A byte count of at least 4096 written in decimal digits only (strtoull alone takes "-1") */
 static bool parse_bytes(const char *s, uint64_t *out)
 {
@@ -313,7 +315,9 @@ static vkla_result choose_variants(vkla_context *ctx)
     ctx->var.subgroup = want;
     const char *ef = vkla__getenv("VKLA_FLAT_KERNELS");
     ctx->var.flat = ef && *ef ? strcmp(ef, "0") != 0
-                                   : c->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+                              : c->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    const char *esc = vkla__getenv("VKLA_SCAN_STEPS");
+    ctx->var.scan_steps = esc && *esc ? strcmp(esc, "0") != 0 : -1;
     ctx->var.ks = want ? (c->size_control ? c->subgroup_size : c->subgroup_min) : 16;
     if (ctx->var.ks > 64)
         ctx->var.ks = 64;

@@ -260,12 +260,17 @@ vkla_result vkla__dr_begin(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr
 
 /* The state pass as one dispatch per chunk step (shaders/delta_rule/scan_vp.comp and
  * scan_state.comp) rather than chunk_scan.comp's loop over the chunks, with the flat kernel
- * variant: on CPU devices, where every read inside a loop is a loop over the lanes,
- * straight-line kernels run several times faster. Not with varlen (sequences of different chunk counts), and at most 65536 steps (the
- * step travels in the flags word's high half). */
+ * variant: on CPU devices every read inside a loop is a loop over the lanes, and the
+ * straight-line steps win once a step has enough work to pay for its two dispatches. Measured
+ * on lavapipe (T = 2048, H = 4, the scan's kernels alone): K = 128 and 256 run 1.3x to 2.2x
+ * faster as steps; K = 64 runs 1.2x to 1.3x faster in the loop, K = 96 ties. So: K > 96
+ * (VKLA_SCAN_STEPS=0|1 forces either).
+ * Not with varlen (sequences of different chunk counts), and at most 65536 steps (the step
+ * travels in the flags word's high half). */
 static bool step_scan(const vkla_context *ctx, const vkla_dr_plan *p)
 {
-    return ctx->var.flat && !(p->flags & F_VARLEN) && (p->T + p->C - 1) / p->C <= 65536;
+    const bool want = ctx->var.scan_steps >= 0 ? ctx->var.scan_steps : ctx->var.flat && p->K > 96;
+    return want && !(p->flags & F_VARLEN) && (p->T + p->C - 1) / p->C <= 65536;
 }
 
 static vkla_result scan_steps(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr_plan *p,

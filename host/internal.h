@@ -63,6 +63,8 @@ typedef struct vkla_variants {
     bool flat;             /* straight-line ("flat") kernel forms where an op has them (CPU
                             * devices): fully unrolled, no reads inside loops or branches, and
                             * sequential chunk passes as one dispatch per chunk step */
+    int scan_steps;        /* the delta rule's state pass as steps: 1 forced, 0 never, -1 by
+                            * shape (flat and K > 96) */
 } vkla_variants;
 
 typedef struct vkla_pipeline {
