@@ -328,7 +328,7 @@ vkla_result vkla__dr_prep_scan(vkla_context *ctx, VkCommandBuffer cmd, const vkl
     if (!sg)
         scan_tiles(p, 0, &cn, &rs4, &rg);
     uint32_t svt = 4 * (64 / rg) * cn; /* value tile of the scan */
-    uint32_t spec1[7] = {64, p->K, p->V, p->C, ctx->var.flat ? 2 : 1, 1, 1};
+    uint32_t spec1[7] = {64, p->K, p->V, p->C, 1, 1, 1};
     uint32_t spec2[7] = {64, p->K, p->V, p->C, cn, rs4, rg};
     const char *ds = vkla__dr_dtype_suffix(p->dtype);
     char name[64];

@@ -11,13 +11,11 @@
 // so each vec4 load feeds 8 to 16 multiply-adds: memory instructions dominate on CPU drivers.
 // Workgroup: 8 x 8 threads; thread (ti, tj) owns rows ti*RM .. +RM-1 (RM = C/8) and the
 // columns tj*RM .. of the C x C blocks, and vec4 columns 2tj, 2tj+1 of each pass of W and U.
-// Grid: x = 1, y = value heads, z = chunks. P0 = C (16, 32, 64), P1 = 2 for the straight-line
-// W and U products (FLAT), 1 for the tiled ones.
+// Grid: x = 1, y = value heads, z = chunks. P0 = C (16, 32, 64).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 const uint C = P0;
-const bool FLAT = P1 == 2u;   // the W and U products in straight-line form (CPU devices)
 const uint RM = C / 8u;   // rows (and columns) per thread of the C x C blocks
 const uint C4 = C / 4u;
 const uint NB = C / 16u;  // diagonal blocks of T
@@ -33,8 +31,6 @@ shared vec4 s_x[SX];
 // b e^G / |k| (rows of W), e^(G_last - G) / |k| (rows of KD)
 const uint F_G = 0u, F_B = 1u, F_IK = 2u, F_IQ = 3u, F_W = 4u, F_KD = 5u;
 shared vec4 s_f[6u * C4];
-
-layout(std430, binding = 10) buffer WKBF { float work_f[]; };   // a float view of work_buf
 
 float fac(uint f, uint j) { return s_f[f * C4 + j / 4u][j % 4u]; }
 
@@ -219,39 +215,10 @@ void main()
         [[dont_unroll]] for (uint e = lid; e < C * C4; e += 64u)
             tmat_buf[tmat_at(h, c) + e] = s_T[e];
 
-    // [W U] = T [X_k X_v] with X_k = diag(b e^G / |k|) K and X_v = diag(b) V. The key
-    // columns also give KD = K e^(G_last - G) / |k|.
-    if (FLAT) {
-        // Straight-line (CPU devices): thread j takes column j of each 64-column tile of [K V]
-        // and all C rows in registers; over tokens t (unrolled), one read of x_t[j] feeds the
-        // rows i >= t of column t of T, read from shared memory as broadcasts.
-        const uint NKT = (4u * K4 + 63u) / 64u, NVT = (4u * V4 + 63u) / 64u;
-        [[unroll]] for (uint tile = 0; tile < NKT + NVT; tile++) {
-            const bool isk = tile < NKT;
-            const uint cc = (isk ? tile : tile - NKT) * 64u + lid;   // column in K or V
-            const uint nc = isk ? K : V;
-            const uint ccl = min(cc, nc - 1u);
-            float acc[C];
-            [[unroll]] for (uint i = 0; i < C; i++)
-                acc[i] = 0.0;
-            [[unroll]] for (uint t = 0; t < C; t++) {
-                const uint tl = tb + min(t, L - 1u);
-                const float raw = isk ? load_k(b, tl, hq, ccl) : load_v(b, tl, h, ccl);
-                const float xr = cc < nc ? raw : 0.0;   // padding columns of the vec4 rows
-                if (isk && t < L && cc < 4u * K4)
-                    work_f[4u * (work_kd(rec) + t * K4) + cc] = xr * fac(F_KD, t);
-                const float x = xr * fac(isk ? F_W : F_B, t);   // zero past the chunk
-                [[unroll]] for (uint i = 0; i < C; i++)   // (constant bounds: unrolled first)
-                    if (i >= t)
-                        acc[i] += s_T[i * C4 + t / 4u][t % 4u] * x;
-            }
-            barrier();   // keeps LLVM from sinking the sums into the per-lane store loop
-            [[unroll]] for (uint i = 0; i < C; i++)
-                if (i < L && cc < 4u * (isk ? K4 : V4))
-                    work_f[4u * (isk ? work_w(rec) + i * K4 : work_u(rec) + i * V4) + cc] = acc[i];
-        }
-    }
-    const uint NC4 = FLAT ? 0u : K4 + V4;   // the tiled form, in passes of XW vec4 columns
+    // [W U] = T [X_k X_v] with X_k = diag(b e^G / |k|) K and X_v = diag(b) V, in passes of XW
+    // vec4 columns (K4 of them for W, then V4 for U). The key columns also give
+    // KD = K e^(G_last - G) / |k|.
+    const uint NC4 = K4 + V4;
     [[dont_unroll]] for (uint c0 = 0; c0 < NC4; c0 += XW) {
         vec4 acc[RM][2];
         for (uint a = 0; a < RM; a++) {
