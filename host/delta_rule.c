@@ -284,11 +284,13 @@ static vkla_result scan_steps(vkla_context *ctx, VkCommandBuffer cmd, const vkla
     uint32_t spec_vp[7] = {64, p->K, p->V, p->C, ra, 0, 1};
     uint32_t spec_init[7] = {64, p->K, p->V, p->C, rb, 1, 1};
     uint32_t spec_st[7] = {64, p->K, p->V, p->C, rb, 0, 1};
-    vkla_pipeline *pvp, *pinit, *pst;
+    uint32_t spec_last[7] = {64, p->K, p->V, p->C, rb, 2, 1};
+    vkla_pipeline *pvp, *pinit, *pst, *plast;
     vkla_result r;
     if ((r = vkla__get_pipeline(ctx, "delta_rule/scan_vp.f32", spec_vp, 7, B_COUNT, 0, &pvp)) != VKLA_SUCCESS ||
         (r = vkla__get_pipeline(ctx, "delta_rule/scan_state.f32", spec_init, 7, B_COUNT, 0, &pinit)) != VKLA_SUCCESS ||
-        (r = vkla__get_pipeline(ctx, "delta_rule/scan_state.f32", spec_st, 7, B_COUNT, 0, &pst)) != VKLA_SUCCESS)
+        (r = vkla__get_pipeline(ctx, "delta_rule/scan_state.f32", spec_st, 7, B_COUNT, 0, &pst)) != VKLA_SUCCESS ||
+        (r = vkla__get_pipeline(ctx, "delta_rule/scan_state.f32", spec_last, 7, B_COUNT, 0, &plast)) != VKLA_SUCCESS)
         return r;
     const double flops = l->flops, bytes = l->bytes;
     const uint32_t flags = l->push[W_FLAGS];
@@ -310,7 +312,7 @@ static vkla_result scan_steps(vkla_context *ctx, VkCommandBuffer cmd, const vkla
         if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, l)) != VKLA_SUCCESS)
             goto done;
         vkla__compute_barrier(ctx, cmd);
-        l->pipe = pst;
+        l->pipe = m + 1 == nsteps ? plast : pst;
         l->grid_x = ((p->K + rb - 1) / rb) * tiles;
         if ((r = vkla__launch_splits(ctx, cmd, &p->seqs, splits, nsplit, l)) != VKLA_SUCCESS)
             goto done;

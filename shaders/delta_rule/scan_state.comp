@@ -4,7 +4,8 @@
 //   S' = e^(G_last) S + KD^T V',
 // written where the next chunk's state goes (state_buf), or to ht after the last chunk.
 // P2 = 1 (INIT): the dispatch before the first step, which writes the state entering the
-// first chunk (h0, or zeros).
+// first chunk (h0, or zeros); P2 = 2 (LAST): the last step, whose state goes to ht (a
+// pipeline of its own, so that each step has one store, not two behind a runtime branch).
 // The host runs these kernels only without varlen (every sequence has T >= 1 tokens and the
 // same chunks); varlen calls take chunk_scan.comp. The clamps below still keep every read
 // inside the sequence's records.
@@ -14,7 +15,7 @@
 // staged in shared memory and read as broadcasts, V' is read straight from the work record,
 // one value per thread and token.
 // Grid: x = row blocks * column tiles, y = value heads, z = sequences.
-// P0 = C, P1 = R (a multiple of 4), P2 = INIT. Step m: pc.flags >> 16.
+// P0 = C, P1 = R (a multiple of 4), P2 = 0, INIT (1) or LAST (2). Step m: pc.flags >> 16.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -22,6 +23,7 @@
 const uint C = P0;
 const uint R = P1;
 const bool INIT = P2 == 1u;
+const bool LAST = P2 == 2u;
 const uint TC = 64u;
 const uint R4 = R / 4u;
 const uint KR4 = R4 + 1u;   // vec4s per staged token row (one of padding)
@@ -98,17 +100,14 @@ void main()
     // into the per-lane store loops, where they would run lane by lane in scalar code
     barrier();
 
-    const bool last = m + 1u == n;
     const uint src = 4u * state_at(h, c) + colc;
-    const uint dst = 4u * state_at(h, c + 1u) + col;   // unused after the last chunk
+    const uint dst = 4u * state_at(h, c + 1u) + col;   // (not used by LAST)
     [[unroll]] for (uint r = 0; r < R; r++) {
         const uint i = kt * R + r;
         const float x = dl * state_f[src + min(i, K - 1u) * VP4] + acc[r];
-        if (live && i < K && col < VP4) {
-            if (!last)
-                state_f[dst + i * VP4] = x;
-            else if (HAS_HT && col < V)
-                ht_buf[pc.ht_base + (hbase + i) * V + col] = x;
-        }
+        if (!LAST && live && i < K && col < VP4)
+            state_f[dst + i * VP4] = x;
+        if (LAST && HAS_HT && live && i < K && col < V)
+            ht_buf[pc.ht_base + (hbase + i) * V + col] = x;
     }
 }
