@@ -276,8 +276,10 @@ static bool step_scan(const vkla_context *ctx, const vkla_dr_plan *p)
 static vkla_result scan_steps(vkla_context *ctx, VkCommandBuffer cmd, const vkla_dr_plan *p,
                               const vkla_split *splits, uint32_t nsplit, vkla_launch *l)
 {
-    /* rows per workgroup: scan_vp stages ra rows of W (K4 + 1 vec4s each) in shared memory */
-    uint32_t ra = p->C < 32 ? p->C : 32, rb = 4 * p->K4 < 32 ? 4 * p->K4 : 32;
+    /* rows per workgroup: scan_vp stages ra rows of W (K4 + 1 vec4s each) in shared memory;
+     * scan_state keeps rb state rows in registers (64 rather than 32: half the workgroups,
+     * each reading V' once for twice the rows, measured about 10% faster on lavapipe) */
+    uint32_t ra = p->C < 32 ? p->C : 32, rb = 4 * p->K4 < 64 ? 4 * p->K4 : 64;
     while (ra > 4 && ra * (p->K4 + 1) * 16 > SHARED_FLOATS * 4)
         ra /= 2;
     const uint32_t tiles = (4 * p->V4 + 63) / 64, nsteps = (p->T + p->C - 1) / p->C;
