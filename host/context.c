@@ -262,8 +262,8 @@ static void fill_info(const vkla_caps *c, const vkla_variants *v, vkla_device_in
  *                       (vkla_context_set_scratch_limit; at least 4096)
  *   VKLA_FLAT_KERNELS=0|1  force the tiled, looping kernel forms (0) or the straight-line
  *                       ones (1; the default on CPU devices, where a read inside a loop or a
- *                       branch costs one load per lane): the delta rule's WY products,
- *                       state pass (one dispatch per chunk step, for K > 96) and output
+ *                       branch costs one load per lane): the delta rule's state pass (one
+ *                       dispatch per chunk step, for K > 96) and output step
  *   VKLA_SCAN_STEPS=0|1 force the delta rule's state pass into the loop (0) or the steps (1)
  *                       at any K */
 /* A byte count of at least 4096 written in decimal digits only (strtoull alone takes "-1") */

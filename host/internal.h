@@ -265,8 +265,9 @@ vkla_result vkla__check_tensor(vkla_context *ctx, const char *op, const char *na
                                const vkla_tensor *t, uint32_t ndim, const uint64_t *want,
                                uint32_t dtype_mask);
 void vkla__tensor_strides(const vkla_tensor *t, uint64_t *strides);
-/* Can kernels read (write) a checked tensor four elements at a time? Its last dimension and
- * other strides must be multiples of 4, and every binding window start 4-element aligned. */
+/* Can kernels read (write) a checked tensor four elements at a time? Its last dimension must
+ * be contiguous and a multiple of 4, its other strides multiples of 4, and every binding
+ * window start 4-element aligned. */
 bool vkla__vec4_view(const vkla_context *ctx, const vkla_tensor *t);
 /* A vkla_bind for a [B,T,H,X] or [N,H,X] style tensor. */
 vkla_bind vkla__bind_tensor(const vkla_tensor *t, vkla_row_mode mode);

@@ -35,9 +35,6 @@ shared vec4 s_m[(KP > C ? KP : C) * R / 4u];
 shared float s_g[C];    // cumulative log gate of each token
 shared float s_iq[C];   // 1 / |q| (1 without l2norm)
 
-layout(std430, binding = 10) buffer WKBF { float work_f[]; };   // float views of the same
-layout(std430, binding = 11) buffer STBF { float state_f[]; };
-
 void main()
 {
     const uint lid = gl_LocalInvocationID.x;

@@ -84,6 +84,9 @@ layout(std430, binding = 9) readonly buffer CHB { uvec2 chunktab[]; };
 layout(std430, binding = 10) buffer WKB { vec4 work_buf[]; };
 // The state entering each chunk: [HV, chunks, K, V4] (vec4 units).
 layout(std430, binding = 11) buffer STB { vec4 state_buf[]; };
+// float views of the work records and states (the straight-line kernels address single columns)
+layout(std430, binding = 10) buffer WKBF { float work_f[]; };
+layout(std430, binding = 11) buffer STBF { float state_f[]; };
 // T = (I + A)^-1 per (value head, chunk): [HV, chunks, C, C/4] (vec4 units), row-major.
 layout(std430, binding = 12) buffer TMB { vec4 tmat_buf[]; };
 

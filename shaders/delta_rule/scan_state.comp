@@ -31,9 +31,6 @@ const uint VP4 = 4u * V4;
 
 shared vec4 s_kd[C * KR4];
 
-layout(std430, binding = 10) buffer WKBF { float work_f[]; };   // float views of the same
-layout(std430, binding = 11) buffer STBF { float state_f[]; };
-
 void main()
 {
     const uint lid = gl_LocalInvocationID.x;
@@ -51,7 +48,7 @@ void main()
     const uint hbase = (s * pc.HV + h) * K;
 
     if (INIT) {
-        // h0 (or zeros) into the state entering the first chunk; ht = h0 without chunks
+        // h0 (or zeros) into the state entering the first chunk
         [[unroll]] for (uint r = 0; r < R; r++) {
             const uint i = min(kt * R + r, K - 1u);
             float x = 0.0;

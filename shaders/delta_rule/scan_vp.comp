@@ -28,9 +28,6 @@ const uint VP4 = 4u * V4;   // floats per state row and per U row
 
 shared vec4 s_w[R * WR4];
 
-layout(std430, binding = 10) buffer WKBF { float work_f[]; };   // float views of the same
-layout(std430, binding = 11) buffer STBF { float state_f[]; };
-
 void main()
 {
     const uint lid = gl_LocalInvocationID.x;

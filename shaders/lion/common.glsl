@@ -27,15 +27,12 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "../common/dtype.glsl"
 
-// (ELEM4 comes from dtype.glsl)
+// (ELEM4 and LOADE4 come from dtype.glsl; stores have their own STORE4)
 #if DTYPE == 0
-#define LOAD4(x) (x)
 #define STORE4(x) (x)
 #elif DTYPE == 1
-#define LOAD4(x) vec4(x)
 #define STORE4(x) f16vec4(x)
 #else
-#define LOAD4(x) uintBitsToFloat(uvec4(x) << 16)
 // stores go through a uvec2 view of o (a 16-bit vector value would need the Int16 capability)
 uvec2 vkla_bf16x4(vec4 x)
 {
@@ -134,7 +131,7 @@ vec4 ld_q4(uint row, uint i)
     if (VEC == 1u) {
         // no branch: read a valid vector (the last one of the row) and select
         const uint n4 = align4(pc.K);
-        const vec4 x = LOAD4(q4_buf[(row + min(i, n4 - 4u)) >> 2u]);
+        const vec4 x = LOADE4(q4_buf[(row + min(i, n4 - 4u)) >> 2u]);
         r = i < n4 ? x : vec4(0.0);
     } else {
         [[unroll]] for (uint c = 0u; c < 4u; c++)
@@ -149,7 +146,7 @@ vec4 ld_k4(uint row, uint i)
     if (VEC == 1u) {
         // no branch: read a valid vector (the last one of the row) and select
         const uint n4 = align4(pc.K);
-        const vec4 x = LOAD4(k4_buf[(row + min(i, n4 - 4u)) >> 2u]);
+        const vec4 x = LOADE4(k4_buf[(row + min(i, n4 - 4u)) >> 2u]);
         r = i < n4 ? x : vec4(0.0);
     } else {
         [[unroll]] for (uint c = 0u; c < 4u; c++)
@@ -164,7 +161,7 @@ vec4 ld_v4(uint row, uint i)
     if (VEC == 1u) {
         // no branch: read a valid vector (the last one of the row) and select
         const uint n4 = align4(pc.V);
-        const vec4 x = LOAD4(v4_buf[(row + min(i, n4 - 4u)) >> 2u]);
+        const vec4 x = LOADE4(v4_buf[(row + min(i, n4 - 4u)) >> 2u]);
         r = i < n4 ? x : vec4(0.0);
     } else {
         [[unroll]] for (uint c = 0u; c < 4u; c++)
