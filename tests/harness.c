@@ -75,6 +75,21 @@ double th_uniform(th_rng *r, double lo, double hi)
     return lo + (hi - lo) * ((double)(next(r) >> 11) / 9007199254740992.0);
 }
 
+th_shape th_draw_shape(th_rng *r, double b_hi, double t_lo, double t_hi, double h_hi)
+{
+    static const vkla_dtype dts[3] = {VKLA_DTYPE_F32, VKLA_DTYPE_F16, VKLA_DTYPE_BF16};
+    th_shape s;
+    s.B = 1 + (uint32_t)th_uniform(r, 0, b_hi);
+    s.T = (uint32_t)th_uniform(r, t_lo, t_hi);
+    s.H = 1 + (uint32_t)th_uniform(r, 0, h_hi);
+    s.K = 1 + (uint32_t)th_uniform(r, 0, 69.99);
+    s.V = 1 + (uint32_t)th_uniform(r, 0, 69.99);
+    s.opts = (int)th_uniform(r, 0, 3.99);
+    s.normalize = th_uniform(r, 0, 1) < 0.5;
+    s.dt = dts[(int)th_uniform(r, 0, 2.99)];
+    return s;
+}
+
 double th_normal(th_rng *r)
 {
     double u1 = th_uniform(r, 1e-12, 1.0), u2 = th_uniform(r, 0.0, 1.0);

@@ -26,6 +26,15 @@ double th_uniform(th_rng *r, double lo, double hi);
 double th_normal(th_rng *r);
 void th_fill_uniform(th_rng *r, double *x, size_t n, double lo, double hi);
 void th_fill_normal(th_rng *r, double *x, size_t n, double scale);
+/* A case shape drawn at random (the draws in this order): B = 1 + floor(U(0, b_hi)),
+ * T = floor(U(t_lo, t_hi)), H = 1 + floor(U(0, h_hi)), K and V in [1, 70], option bits in
+ * [0, 3], normalize with probability 1/2, and any storage dtype. */
+typedef struct th_shape {
+    uint32_t B, T, H, K, V;
+    int opts, normalize;
+    vkla_dtype dt;
+} th_shape;
+th_shape th_draw_shape(th_rng *r, double b_hi, double t_lo, double t_hi, double h_hi);
 /* normalize rows of length d to unit L2 norm */
 void th_unit_rows(double *x, size_t rows, size_t d);
 

@@ -574,17 +574,12 @@ static void test_long_pieces(void **state)
     /* and six drawn at random (fixed seed): any K and V, odd T, every option */
     th_rng rr;
     th_seed(&rr, 4242);
-    const vkla_dtype dts[3] = {VKLA_DTYPE_F32, VKLA_DTYPE_F16, VKLA_DTYPE_BF16};
-    for (int i = 4; i < 10; i++)
-        cases[i] = (lion_case){.B = 1 + (uint32_t)th_uniform(&rr, 0, 2.99),
-                               .T = (uint32_t)th_uniform(&rr, 200, 480),
-                               .H = 1 + (uint32_t)th_uniform(&rr, 0, 2.99),
-                               .K = 1 + (uint32_t)th_uniform(&rr, 0, 69.99),
-                               .V = 1 + (uint32_t)th_uniform(&rr, 0, 69.99),
-                               .gates = (int)th_uniform(&rr, 0, 3.99),
-                               .normalize = th_uniform(&rr, 0, 1) < 0.5,
-                               .dt = dts[(int)th_uniform(&rr, 0, 2.99)], .chunk = 16,
+    for (int i = 4; i < 10; i++) {
+        const th_shape d = th_draw_shape(&rr, 2.99, 200, 480, 2.99);
+        cases[i] = (lion_case){.B = d.B, .T = d.T, .H = d.H, .K = d.K, .V = d.V, .gates = d.opts,
+                               .normalize = d.normalize, .dt = d.dt, .chunk = 16,
                                .seed = 920 + (uint64_t)i};
+    }
     const double fractions[3] = {0.99, 0.5, 0.3};
     for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
         lion_case c = cases[ci];

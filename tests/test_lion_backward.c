@@ -326,17 +326,12 @@ static void test_long_pieces(void **state)
     /* and four drawn at random (fixed seed): any K and V, odd T, every option */
     th_rng rr;
     th_seed(&rr, 4343);
-    const vkla_dtype dts[3] = {VKLA_DTYPE_F32, VKLA_DTYPE_F16, VKLA_DTYPE_BF16};
-    for (int i = 5; i < 9; i++)
-        cases[i] = (bcase){.B = 1 + (uint32_t)th_uniform(&rr, 0, 1.99),
-                           .T = (uint32_t)th_uniform(&rr, 200, 400),
-                           .H = 1 + (uint32_t)th_uniform(&rr, 0, 1.99),
-                           .K = 1 + (uint32_t)th_uniform(&rr, 0, 69.99),
-                           .V = 1 + (uint32_t)th_uniform(&rr, 0, 69.99),
-                           .gates = (int)th_uniform(&rr, 0, 3.99),
-                           .normalize = th_uniform(&rr, 0, 1) < 0.5,
-                           .dt = dts[(int)th_uniform(&rr, 0, 2.99)], .chunk = 16,
+    for (int i = 5; i < 9; i++) {
+        const th_shape d = th_draw_shape(&rr, 1.99, 200, 400, 1.99);
+        cases[i] = (bcase){.B = d.B, .T = d.T, .H = d.H, .K = d.K, .V = d.V, .gates = d.opts,
+                           .normalize = d.normalize, .dt = d.dt, .chunk = 16,
                            .seed = 970 + (uint64_t)i, .split = 0.7};
+    }
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char name[96];
         snprintf(name, sizeof(name), "pieces %s%s B=%u T=%u H=%u K=%u V=%u %s",
